@@ -1,0 +1,137 @@
+"""Semantic rules the schema cannot express: relations between fields, and features not built yet.
+
+Each rule is a small function `JobSpec -> list[FieldError]`; `semantic_errors` runs them all so
+a user sees every problem at once. A field whose feature is not built yet is refused here with
+"not supported yet" rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+
+from fedkube.spec.errors import FieldError
+from fedkube.spec.model import JobSpec, camel
+
+SUPPORTED_STRATEGIES = {"fedavg"}
+SUPPORTED_SECURE_AGGREGATION = {"none"}
+SUPPORTED_COMPRESSION = {"none"}
+# Parameters that only mean something to some strategies.
+STRATEGY_PARAMETERS = {
+    "mu": {"fedprox"},
+    "beta1": {"fedadam", "fedyogi", "fedadagrad"},
+    "beta2": {"fedadam", "fedyogi"},
+    "tau": {"fedadam", "fedyogi", "fedadagrad"},
+    "trim_beta": {"trimmedmean"},
+    "byzantine": {"krum"},
+    "multi_krum": {"krum"},
+}
+
+
+def _not_yet(path: str, what: str) -> FieldError:
+    return FieldError(path, f"{what} is not supported yet")
+
+
+def sample_size(spec: JobSpec) -> int:
+    """Clients sampled per round when all partitions are connected."""
+    clients = spec.clients
+    if clients.per_round is not None:
+        return clients.per_round
+    return max(1, math.ceil(clients.fraction * spec.data.partitions))
+
+
+def quorum_rules(spec: JobSpec) -> list[FieldError]:
+    errors = []
+    clients, partitions = spec.clients, spec.data.partitions
+    if clients.min_available > partitions:
+        errors.append(FieldError(
+            "spec.clients.minAvailable",
+            f"{clients.min_available} exceeds spec.data.partitions ({partitions})"))
+    if clients.per_round is not None and clients.per_round > partitions:
+        errors.append(FieldError(
+            "spec.clients.perRound", f"{clients.per_round} exceeds spec.data.partitions ({partitions})"))
+    elif clients.min_available <= partitions and sample_size(spec) < clients.min_available:
+        field = "spec.clients.perRound" if clients.per_round is not None else "spec.clients.fraction"
+        errors.append(FieldError(
+            field, f"samples {sample_size(spec)} clients a round, fewer than "
+                   f"spec.clients.minAvailable ({clients.min_available}), so no round could complete"))
+    return errors
+
+
+def partition_reference_rules(spec: JobSpec) -> list[FieldError]:
+    """Overrides and data sources may only name partitions that exist, each at most once."""
+    errors = []
+    groups = [("spec.template.overrides", [o.partitions for o in spec.template.overrides]),
+              ("spec.data.sources", [s.partitions for s in spec.data.sources])]
+    for base, lists in groups:
+        seen: set[int] = set()
+        for i, partitions in enumerate(lists):
+            for j, p in enumerate(partitions):
+                path = f"{base}[{i}].partitions[{j}]"
+                if p >= spec.data.partitions:
+                    errors.append(FieldError(
+                        path, f"partition {p} does not exist (spec.data.partitions is {spec.data.partitions})"))
+                elif p in seen:
+                    errors.append(FieldError(path, f"partition {p} is already named by an earlier entry"))
+                seen.add(p)
+    return errors
+
+
+def strategy_rules(spec: JobSpec) -> list[FieldError]:
+    strategy = spec.strategy
+    errors = []
+    if strategy.name not in SUPPORTED_STRATEGIES:
+        errors.append(_not_yet("spec.strategy.name", f"strategy {strategy.name!r}"))
+    for param, users in STRATEGY_PARAMETERS.items():
+        if getattr(strategy, param) is not None and strategy.name not in users:
+            errors.append(FieldError(
+                f"spec.strategy.{camel(param)}",
+                f"only used by {', '.join(sorted(users))}, not by {strategy.name!r}"))
+    return errors
+
+
+def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
+    errors = []
+    if spec.secure_aggregation.mode not in SUPPORTED_SECURE_AGGREGATION:
+        errors.append(_not_yet("spec.secureAggregation.mode", f"secure aggregation {spec.secure_aggregation.mode!r}"))
+    if spec.privacy is not None:
+        errors.append(_not_yet("spec.privacy", "differential privacy"))
+    if spec.compression.kind not in SUPPORTED_COMPRESSION:
+        errors.append(_not_yet("spec.compression.kind", f"compression {spec.compression.kind!r}"))
+    if spec.transport.tls:
+        errors.append(_not_yet("spec.transport.tls", "mutual TLS"))
+    if spec.data.sources:
+        errors.append(_not_yet("spec.data.sources", "per-partition data sources"))
+    if spec.scheduling.gang:
+        errors.append(_not_yet("spec.scheduling.gang", "gang scheduling"))
+    uri = spec.checkpoint.uri or ""
+    if uri.startswith("s3://"):
+        errors.append(_not_yet("spec.checkpoint.uri", "s3:// checkpoints"))
+    return errors
+
+
+SPEC_RULES: list[Callable[[JobSpec], list[FieldError]]] = [
+    quorum_rules, partition_reference_rules, strategy_rules, unbuilt_feature_rules,
+]
+
+
+def entrypoint_errors(entrypoint: str) -> list[FieldError]:
+    """The task entrypoint must import and name a callable (needs the task's code installed)."""
+    path = "spec.task.entrypoint"
+    module_name, _, attr = entrypoint.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import failure is the user's to see, named
+        return [FieldError(path, f"cannot import module {module_name!r}: {exc}")]
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        return [FieldError(path, f"module {module_name!r} has no callable {attr!r}")]
+    return []
+
+
+def semantic_errors(spec: JobSpec, check_entrypoint: bool = True) -> list[FieldError]:
+    errors = [e for rule in SPEC_RULES for e in rule(spec)]
+    if check_entrypoint:
+        errors += entrypoint_errors(spec.task.entrypoint)
+    return errors
