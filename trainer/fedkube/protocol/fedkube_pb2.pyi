@@ -88,18 +88,16 @@ class JobDone(_message.Message):
     def __init__(self, succeeded: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("round", "update", "tensor", "data", "done")
+    __slots__ = ("round", "update", "data", "done")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
-    TENSOR_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     round: RoundInfo
     update: UpdateInfo
-    tensor: TensorHeader
     data: bytes
     done: JobDone
-    def __init__(self, round: _Optional[_Union[RoundInfo, _Mapping]] = ..., update: _Optional[_Union[UpdateInfo, _Mapping]] = ..., tensor: _Optional[_Union[TensorHeader, _Mapping]] = ..., data: _Optional[bytes] = ..., done: _Optional[_Union[JobDone, _Mapping]] = ...) -> None: ...
+    def __init__(self, round: _Optional[_Union[RoundInfo, _Mapping]] = ..., update: _Optional[_Union[UpdateInfo, _Mapping]] = ..., data: _Optional[bytes] = ..., done: _Optional[_Union[JobDone, _Mapping]] = ...) -> None: ...
 
 class SubmitReply(_message.Message):
     __slots__ = ("accepted", "reason")

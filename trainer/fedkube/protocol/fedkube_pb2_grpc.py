@@ -75,7 +75,7 @@ class AggregatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitUpdate(self, request_iterator, context):
-        """The client's update: UpdateInfo, then each tensor's header and data chunks.
+        """The client's update: UpdateInfo (with every tensor's header), then the data chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

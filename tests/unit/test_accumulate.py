@@ -1,0 +1,79 @@
+"""The streaming weighted sum and FedAvg, checked against hand computations."""
+
+import numpy as np
+import pytest
+
+from fedkube.aggregator.accumulate import UpdateRejected, WeightedSum
+from fedkube.protocol.tensors import TensorSpec, iter_chunks, specs_of
+from fedkube.strategies.fedavg import FedAvg
+
+
+def fold_update(acc: WeightedSum, weight: float, update: dict[str, np.ndarray], chunk_bytes: int = 8) -> None:
+    fold = acc.begin(weight)
+    fold.check_specs(specs_of(update))
+    offsets = {}
+    for index, spec in enumerate(acc.specs):
+        for chunk in iter_chunks([update[spec.name]], chunk_bytes):
+            fold.add(index, offsets.get(index, 0), chunk)
+            offsets[index] = offsets.get(index, 0) + len(chunk)
+    fold.commit()
+
+
+def test_fedavg_with_unequal_example_counts_matches_hand_computation():
+    global_w = {"w": np.array([1.0, 2.0, 3.0], np.float32), "b": np.array([0.5], np.float32)}
+    deltas = [({"w": np.array([1.0, 0.0, -1.0], np.float32), "b": np.array([2.0], np.float32)}, 10),
+              ({"w": np.array([4.0, 4.0, 4.0], np.float32), "b": np.array([-1.0], np.float32)}, 30),
+              ({"w": np.array([0.0, 8.0, 0.0], np.float32), "b": np.array([0.0], np.float32)}, 60)]
+    acc = WeightedSum(specs_of(global_w))
+    for delta, n in deltas:
+        fold_update(acc, n, delta)
+    new = FedAvg().apply(global_w, acc)
+    # By hand: mean delta w = (10*[1,0,-1] + 30*[4,4,4] + 60*[0,8,0]) / 100 = [1.3, 6.0, 1.1]
+    #          mean delta b = (10*2 + 30*-1 + 0) / 100 = -0.1
+    np.testing.assert_allclose(new["w"], [2.3, 8.0, 4.1], rtol=1e-6)
+    np.testing.assert_allclose(new["b"], [0.4], rtol=1e-6)
+    assert acc.count == 3 and acc.total_weight == 100
+
+
+def test_server_learning_rate_scales_the_step():
+    acc = WeightedSum([TensorSpec("w", "float32", (2,))])
+    fold_update(acc, 1, {"w": np.array([2.0, -2.0], np.float32)})
+    new = FedAvg(server_lr=0.5).apply({"w": np.zeros(2, np.float32)}, acc)
+    np.testing.assert_allclose(new["w"], [1.0, -1.0])
+
+
+def test_nan_in_a_late_chunk_is_rejected_and_taken_back_out():
+    specs = [TensorSpec("w", "float32", (6,))]
+    acc = WeightedSum(specs)
+    fold_update(acc, 2, {"w": np.ones(6, np.float32)})
+    bad = np.arange(6, dtype=np.float32)
+    bad[5] = np.nan
+    fold = acc.begin(3)
+    fold.check_specs(specs)
+    fold.add(0, 0, bad[:2].tobytes())
+    fold.add(0, 8, bad[2:4].tobytes())
+    with pytest.raises(UpdateRejected) as info:
+        fold.add(0, 16, bad[4:].tobytes())
+    assert info.value.reason == "non_finite"
+    fold.abort()
+    np.testing.assert_allclose(acc.sums[0], np.full(6, 2.0), atol=1e-6)
+    assert acc.count == 1
+
+
+@pytest.mark.parametrize("update, reason", [
+    ({"w": np.zeros(5, np.float32)}, "wrong_shape"),
+    ({"w": np.zeros(6, np.float64)}, "wrong_dtype"),
+    ({"v": np.zeros(6, np.float32)}, "wrong_shape"),
+    ({"w": np.zeros(6, np.float32), "x": np.zeros(1, np.float32)}, "wrong_shape"),
+])
+def test_wrong_tensors_are_refused_before_any_data(update, reason):
+    acc = WeightedSum([TensorSpec("w", "float32", (6,))])
+    with pytest.raises(UpdateRejected) as info:
+        acc.begin(1).check_specs(specs_of(update))
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize("weight", [0, -3, float("nan")])
+def test_non_positive_weight_is_refused(weight):
+    with pytest.raises(UpdateRejected):
+        WeightedSum([TensorSpec("w", "float32", (1,))]).begin(weight)

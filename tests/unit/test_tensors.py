@@ -1,0 +1,44 @@
+"""Tensors cut into chunks and put back together, and the stubs kept in sync with the .proto."""
+
+import numpy as np
+import pytest
+
+from fedkube.protocol import generate
+from fedkube.protocol.tensors import CHUNK_BYTES, ChunkCursor, iter_chunks, receive_tensors, specs_of
+
+
+def test_round_trip_mixed_dtypes_and_empty_tensors():
+    rng = np.random.default_rng(0)
+    tensors = {
+        "big": rng.standard_normal(CHUNK_BYTES // 4 * 2 + 7).astype(np.float32),   # spans 3 chunks
+        "empty": np.zeros((0, 3), dtype=np.float32),
+        "half": rng.standard_normal((5, 4)).astype(np.float16),
+        "double": rng.standard_normal(3),
+    }
+    chunks = list(iter_chunks(tensors.values()))
+    assert all(0 < len(c) <= CHUNK_BYTES for c in chunks)
+    out = receive_tensors(specs_of(tensors), chunks)
+    for name, array in tensors.items():
+        assert out[name].dtype == array.dtype and out[name].shape == array.shape
+        np.testing.assert_array_equal(out[name], array)
+
+
+@pytest.mark.parametrize("sizes, error", [
+    ([4, 8], "does not fit"),          # second chunk overruns the first tensor's 8 bytes
+    ([8, 4, 4], "more data"),          # data after every tensor is complete
+    ([8], "before tensor"),            # stream ends early
+])
+def test_cursor_refuses_chunks_that_do_not_match_the_headers(sizes, error):
+    specs = specs_of({"a": np.zeros(2, np.float32), "b": np.zeros(1, np.float32)})
+    with pytest.raises(ValueError, match=error):
+        receive_tensors(specs, [b"\0" * n for n in sizes])
+
+
+def test_cursor_places_chunks_by_tensor_and_offset():
+    cursor = ChunkCursor(specs_of({"a": np.zeros(4, np.float32), "b": np.zeros(2, np.float32)}))
+    assert [cursor.advance(8), cursor.advance(8), cursor.advance(8)] == [(0, 0), (0, 8), (1, 0)]
+    assert cursor.done
+
+
+def test_checked_in_stubs_match_the_proto():
+    assert generate.check() == [], "run `make proto` to regenerate the gRPC stubs"

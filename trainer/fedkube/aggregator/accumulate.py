@@ -1,0 +1,99 @@
+"""A running weighted sum of client updates, fed chunk by chunk as the bytes arrive.
+
+The aggregator never holds one array per client: each chunk is checked and folded into the
+sum at once, so memory is the sum itself plus the chunks of updates still in flight. An
+update found bad part-way (a NaN in a late chunk) is taken back out, up to float rounding: its
+chunks are kept, as the bytes objects the transport already allocated, until it is committed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedkube.protocol.tensors import TensorSpec
+
+
+class UpdateRejected(ValueError):
+    """An update that cannot be aggregated; `reason` is a short label for metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
+
+
+class WeightedSum:
+    """Sum over clients of `weight * update`, kept in float32 (float64 for float64 models)."""
+
+    def __init__(self, specs: list[TensorSpec]) -> None:
+        self.specs = specs
+        self.sums = [np.zeros(s.shape, dtype=np.result_type(s.dtype, np.float32)) for s in specs]
+        self._flat = [s.reshape(-1) for s in self.sums]
+        self.total_weight = 0.0
+        self.count = 0
+
+    def begin(self, weight: float) -> UpdateFold:
+        if not np.isfinite(weight) or weight <= 0:
+            raise UpdateRejected("bad_weight", f"update weight {weight} is not a positive number")
+        return UpdateFold(self, weight)
+
+    def mean(self) -> dict[str, np.ndarray]:
+        """The weighted mean of the committed updates (in place: the sum is consumed)."""
+        if self.count == 0:
+            raise ValueError("no update was aggregated")
+        for flat in self._flat:
+            flat /= self.total_weight
+        return {s.name: a for s, a in zip(self.specs, self.sums, strict=True)}
+
+
+class UpdateFold:
+    """One client's update entering a WeightedSum; commit() or abort() ends it."""
+
+    def __init__(self, target: WeightedSum, weight: float) -> None:
+        self.target = target
+        self.weight = np.float32(weight)
+        self._folded: list[tuple[int, int, np.ndarray]] = []
+        self._scratch = np.empty(0, dtype=np.float32)
+
+    def check_specs(self, specs: list[TensorSpec]) -> None:
+        """The update must announce exactly the model's tensors, names, dtypes and shapes."""
+        expected = self.target.specs
+        if len(specs) != len(expected):
+            raise UpdateRejected("wrong_shape", f"update has {len(specs)} tensors, the model has {len(expected)}")
+        for got, want in zip(specs, expected, strict=True):
+            if got.name != want.name:
+                raise UpdateRejected("wrong_shape", f"tensor {got.name!r} where the model has {want.name!r}")
+            if got.dtype != want.dtype:
+                raise UpdateRejected("wrong_dtype", f"tensor {got.name!r} is {got.dtype}, expected {want.dtype}")
+            if got.shape != want.shape:
+                raise UpdateRejected("wrong_shape",
+                                     f"tensor {got.name!r} has shape {list(got.shape)}, expected {list(want.shape)}")
+
+    def add(self, index: int, offset: int, chunk: bytes) -> None:
+        """Fold one chunk of tensor `index` starting at byte `offset`."""
+        flat = self.target._flat[index]
+        values = np.frombuffer(chunk, dtype=self.target.specs[index].dtype)
+        start = offset // values.itemsize
+        if self._scratch.size < values.size or self._scratch.dtype != flat.dtype:
+            self._scratch = np.empty(values.size, dtype=flat.dtype)
+        scaled = self._scratch[:values.size]
+        np.multiply(values, self.weight, out=scaled)
+        # One reduction over the scaled chunk finds any NaN or Inf (they propagate into the sum).
+        if not np.isfinite(scaled.sum(dtype=np.float64)):
+            if not np.isfinite(values).all():
+                raise UpdateRejected("non_finite", f"tensor {self.target.specs[index].name!r} holds NaN or Inf")
+            raise UpdateRejected("overflow", f"tensor {self.target.specs[index].name!r} overflows when weighted")
+        segment = flat[start:start + values.size]
+        segment += scaled
+        self._folded.append((index, start, values))
+
+    def commit(self) -> None:
+        self.target.total_weight += float(self.weight)
+        self.target.count += 1
+        self._folded.clear()
+
+    def abort(self) -> None:
+        """Take every folded chunk back out of the sum."""
+        for index, start, values in reversed(self._folded):
+            segment = self.target._flat[index][start:start + values.size]
+            segment -= values * self.weight
+        self._folded.clear()

@@ -1,0 +1,248 @@
+"""Who takes part in which round: the client registry, sampling, and collecting one round.
+
+All of it runs on the aggregator's event loop, so state changes between awaits are atomic and
+need no locks. The gRPC servicer only translates calls into `next_task` / `submit` here; the
+aggregator's main loop drives rounds with `wait_for_quorum` and `run_round`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedkube.aggregator.accumulate import UpdateFold, UpdateRejected, WeightedSum
+from fedkube.plan import AggregatorPlan
+from fedkube.protocol.tensors import ChunkCursor, TensorSpec
+from fedkube.strategies import Strategy, Weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    succeeded: bool
+    message: str
+
+
+@dataclass
+class RoundState:
+    """One round in progress: who was picked, what came back."""
+
+    number: int
+    selected: list[int]
+    weights: Weights
+    specs: list[TensorSpec]
+    accumulator: WeightedSum
+    tickets: dict[int, str]
+    served: dict[int, str] = field(default_factory=dict)      # partition -> session that fetched it
+    reported: set[int] = field(default_factory=set)
+    rejected: dict[int, str] = field(default_factory=dict)    # partition -> reason
+    inflight: dict[int, UpdateFold] = field(default_factory=dict)
+    train_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    closed: bool = False
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def pending(self) -> set[int]:
+        return set(self.selected) - self.reported - set(self.rejected)
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    number: int
+    selected: list[int]
+    reported: list[int]
+    dropped: list[int]
+    rejected: dict[int, str]
+    accumulator: WeightedSum
+    train_metrics: list[tuple[int, dict[str, float]]]
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+
+    @property
+    def num_examples(self) -> int:
+        return sum(n for n, _ in self.train_metrics)
+
+
+class Coordinator:
+    def __init__(self, plan: AggregatorPlan) -> None:
+        self.plan = plan
+        self.sessions: dict[int, str] = {}        # partition -> latest session
+        self.live: set[int] = set()
+        self.waiting: Counter[int] = Counter()    # partitions blocked in next_task now
+        self.round: RoundState | None = None
+        self.end: JobEnd | None = None
+        self.told: set[int] = set()               # partitions that have received the JobEnd
+        self.rejected_total: Counter[str] = Counter()
+        self.dropped_total = 0
+        self._changed = asyncio.Condition()
+        self._stream_slots = asyncio.Semaphore(plan.max_concurrent_streams)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # --- called by the servicer -------------------------------------------------------------
+    async def join(self, partition: int) -> str:
+        if not 0 <= partition < self.plan.num_partitions:
+            raise ValueError(f"partition {partition} does not exist (the job has {self.plan.num_partitions})")
+        session = secrets.token_hex(8)
+        self.sessions[partition] = session
+        self.live.add(partition)
+        log.info("client joined", extra={"partition": partition})
+        await self._notify()
+        return session
+
+    def _task_for(self, partition: int, session: str) -> RoundState | None:
+        state = self.round
+        if state is None or state.closed or partition not in state.pending():
+            return None
+        return state if state.served.get(partition) != session else None
+
+    async def next_task(self, partition: int, session: str) -> RoundState | JobEnd:
+        """Wait until this client has work in the current round, or the job is over."""
+        if self.sessions.get(partition) != session:
+            raise ValueError(f"partition {partition}: unknown or superseded session, join again")
+        self.live.add(partition)
+        self.waiting[partition] += 1
+        try:
+            async with self._changed:
+                self._changed.notify_all()  # a quorum waiter may be counting live clients
+                while True:
+                    if self.end is not None:
+                        self.told.add(partition)
+                        return self.end
+                    state = self._task_for(partition, session)
+                    if state is not None:
+                        state.served[partition] = session
+                        return state
+                    await self._changed.wait()
+        except asyncio.CancelledError:  # the client went away while idle
+            if self.waiting[partition] == 1:
+                self.live.discard(partition)
+            raise
+        finally:
+            self.waiting[partition] -= 1
+
+    async def submit(self, partition: int, round_number: int, ticket: str, num_examples: int,
+                     metrics: dict[str, float], specs: list[TensorSpec],
+                     chunks: AsyncIterator[bytes]) -> None:
+        """Fold one streamed update into the round. Raises UpdateRejected, always counted."""
+        state = self.round
+        try:
+            if state is None or state.closed or round_number != state.number:
+                raise UpdateRejected("late", f"round {round_number} is not open")
+            if state.tickets.get(partition) != ticket:
+                raise UpdateRejected("not_selected", f"partition {partition} holds no seat in round {state.number}")
+            if partition in state.reported or partition in state.rejected:
+                raise UpdateRejected("duplicate", f"partition {partition} already answered round {state.number}")
+            fold = state.accumulator.begin(float(num_examples))
+            fold.check_specs(specs)
+            async with self._stream_slots:
+                await self._fold_stream(state, partition, fold, specs, chunks)
+        except UpdateRejected as exc:
+            self.rejected_total[exc.reason] += 1
+            if state is not None and not state.closed and partition in state.pending():
+                state.rejected[partition] = exc.reason
+                self._maybe_answered(state)
+            log.warning("update rejected: %s (%s)", exc, exc.reason, extra={"partition": partition})
+            raise
+        state.reported.add(partition)
+        state.train_metrics.append((num_examples, metrics))
+        self._maybe_answered(state)
+
+    async def _fold_stream(self, state: RoundState, partition: int, fold: UpdateFold,
+                           specs: list[TensorSpec], chunks: AsyncIterator[bytes]) -> None:
+        if state.closed:
+            raise UpdateRejected("late", f"round {state.number} closed")
+        state.inflight[partition] = fold
+        cursor = ChunkCursor(specs)
+        try:
+            async for chunk in chunks:
+                if state.closed:  # the round loop already took this update back out
+                    raise UpdateRejected("late", f"round {state.number} closed while the update streamed")
+                try:
+                    index, offset = cursor.advance(len(chunk))
+                except ValueError as exc:
+                    raise UpdateRejected("malformed", str(exc)) from exc
+                fold.add(index, offset, chunk)
+                state.bytes_in += len(chunk)
+            if not cursor.done:
+                raise UpdateRejected("malformed", f"stream ended before tensor {specs[cursor.index].name!r} was complete")
+            if state.closed:
+                raise UpdateRejected("late", f"round {state.number} closed while the update streamed")
+        except UpdateRejected:
+            if not state.closed:
+                fold.abort()
+            raise
+        finally:
+            state.inflight.pop(partition, None)
+        fold.commit()
+
+    @staticmethod
+    def _maybe_answered(state: RoundState) -> None:
+        if not state.pending():
+            state.answered.set()
+
+    # --- called by the aggregator's main loop --------------------------------------------
+    async def wait_for_quorum(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while len(self.live) < self.plan.min_available:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(self._changed.wait(), left)
+                except TimeoutError:
+                    return False
+        return True
+
+    def sample(self, round_number: int) -> list[int]:
+        """Deterministic in (seed, round, live set), so a resumed job samples the same clients."""
+        candidates = sorted(self.live)
+        rng = np.random.default_rng([self.plan.seed, round_number])
+        if self.plan.sampling == "poisson":
+            q = self.plan.clients_per_round / self.plan.num_partitions
+            return [p for p in candidates if rng.random() < q]
+        k = min(self.plan.clients_per_round, len(candidates))
+        return sorted(int(p) for p in rng.choice(candidates, size=k, replace=False))
+
+    async def run_round(self, number: int, weights: Weights, specs: list[TensorSpec],
+                        strategy: Strategy) -> RoundOutcome:
+        started = time.monotonic()
+        selected = self.sample(number)
+        state = RoundState(number, selected, weights, specs, strategy.new_round(specs),
+                           {p: secrets.token_hex(8) for p in selected})
+        self.round = state
+        self._maybe_answered(state)
+        await self._notify()
+        try:
+            await asyncio.wait_for(state.answered.wait(), self.plan.round_timeout_seconds)
+        except TimeoutError:
+            log.warning("round %d timed out after %ss", number, self.plan.round_timeout_seconds)
+        state.closed = True
+        for fold in state.inflight.values():
+            fold.abort()
+        dropped = sorted(state.pending())
+        for p in dropped:
+            if not self.waiting[p]:
+                self.live.discard(p)
+        self.dropped_total += len(dropped)
+        return RoundOutcome(number, selected, sorted(state.reported), dropped, dict(state.rejected),
+                            state.accumulator, state.train_metrics, state.bytes_in, state.bytes_out,
+                            time.monotonic() - started)
+
+    async def finish(self, end: JobEnd) -> None:
+        self.end = end
+        self.round = None
+        await self._notify()

@@ -1,0 +1,68 @@
+"""The gRPC face of the aggregator: translates calls into Coordinator operations, nothing more."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from fedkube.aggregator.accumulate import UpdateRejected
+from fedkube.aggregator.coordinator import Coordinator, JobEnd
+from fedkube.protocol import fedkube_pb2 as pb
+from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
+from fedkube.protocol.tensors import iter_chunks, spec_from_header
+
+log = logging.getLogger(__name__)
+
+
+class AggregatorServicer(pb_grpc.AggregatorServicer):
+    def __init__(self, coordinator: Coordinator, status: Callable[[], dict]) -> None:
+        self.coordinator = coordinator
+        self.status = status
+
+    async def Join(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext) -> pb.JoinReply:
+        try:
+            session = await self.coordinator.join(request.partition)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.JoinReply(job=self.coordinator.plan.job, session=session, rounds=self.coordinator.plan.rounds)
+
+    async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Envelope]:
+        try:
+            task = await self.coordinator.next_task(request.partition, request.session)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        if isinstance(task, JobEnd):
+            yield pb.Envelope(done=pb.JobDone(succeeded=task.succeeded, message=task.message))
+            return
+        yield pb.Envelope(round=pb.RoundInfo(
+            round=task.number, rounds=self.coordinator.plan.rounds, ticket=task.tickets[request.partition],
+            config_json=json.dumps({}), tensors=[s.header() for s in task.specs]))
+        for chunk in iter_chunks(task.weights[s.name] for s in task.specs):
+            task.bytes_out += len(chunk)
+            yield pb.Envelope(data=chunk)
+
+    async def SubmitUpdate(self, request_iterator: AsyncIterator[pb.Envelope],
+                           context: grpc.aio.ServicerContext) -> pb.SubmitReply:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("update"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an update stream must start with UpdateInfo")
+        info = first.update
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for envelope in request_iterator:
+                if not envelope.HasField("data"):
+                    raise UpdateRejected("malformed", "only data chunks may follow UpdateInfo")
+                yield envelope.data
+
+        try:
+            await self.coordinator.submit(info.partition, info.round, info.ticket, info.num_examples,
+                                          dict(info.metrics), [spec_from_header(h) for h in info.tensors], chunks())
+        except UpdateRejected as exc:
+            return pb.SubmitReply(accepted=False, reason=f"{exc.reason}: {exc}")
+        return pb.SubmitReply(accepted=True)
+
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
+        return pb.StatusReply(json=json.dumps(self.status()))

@@ -1,0 +1,72 @@
+"""The aggregator's status document and the small HTTP endpoint that serves it.
+
+Pods get no Kubernetes API token, so the aggregator publishes its progress here and the
+operator (or the local launcher) polls it: one document, read the same way by both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StatusBoard:
+    """Everything the status document says, kept current by the aggregator's main loop."""
+
+    job: str
+    rounds: int
+    phase: str = "Pending"
+    round: int = 0
+    message: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None
+    clients: Callable[[], dict[str, int]] = lambda: {}
+
+    def document(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        return {
+            "job": self.job,
+            "phase": self.phase,
+            "round": self.round,
+            "rounds": self.rounds,
+            "message": self.message,
+            "clients": self.clients(),
+            "metrics": {"accuracy": last.get("accuracy"), "loss": last.get("loss"),
+                        "bytes_in": sum(h["bytes_in"] for h in self.history),
+                        "bytes_out": sum(h["bytes_out"] for h in self.history)},
+            "checkpoint": self.checkpoint,
+            "history": self.history,
+        }
+
+
+async def serve_status(document: Callable[[], dict[str, Any]], host: str, port: int) -> asyncio.Server:
+    """GET /status (JSON) and GET /healthz on a plain HTTP/1.1 port."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = (await reader.readline()).decode("latin-1").split()
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass  # headers are not needed
+            path = request_line[1].split("?")[0] if len(request_line) >= 2 else ""
+            if path == "/status":
+                code, body, ctype = "200 OK", json.dumps(document()).encode(), "application/json"
+            elif path == "/healthz":
+                code, body, ctype = "200 OK", b"ok\n", "text/plain"
+            else:
+                code, body, ctype = "404 Not Found", b"not found\n", "text/plain"
+            writer.write(f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                         f"Connection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.debug("status request failed: %s", exc)
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)

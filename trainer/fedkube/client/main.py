@@ -1,0 +1,136 @@
+"""`fedkube client --partition i`: train on one partition's data, which never leaves this process.
+
+The client joins (retrying until the aggregator is up), then loops: wait for a round, receive
+the global weights, train locally, stream back the delta with its example count and training
+metrics. It exits 0 when the aggregator says the job is over, and 1 if the aggregator stays
+unreachable for longer than the reconnect timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import torch
+
+from fedkube.plan import ClientPlan
+from fedkube.protocol import fedkube_pb2 as pb
+from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
+from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
+from fedkube.tasks import load_task
+from fedkube.weights import Weights, get_weights, set_weights, subtract
+
+log = logging.getLogger(__name__)
+
+GRPC_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.CANCELLED}
+
+
+class AggregatorUnreachable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    target: str
+    reconnect_timeout: float = 300.0
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+
+
+def round_seed(seed: int, round_number: int, partition: int) -> int:
+    """Each client's shuffling in each round gets its own reproducible seed."""
+    return int(np.random.SeedSequence([seed, round_number, partition]).generate_state(1)[0])
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Client:
+    def __init__(self, plan: ClientPlan, options: ConnectOptions) -> None:
+        self.plan, self.options = plan, options
+        self.task = load_task(plan.task)
+        self.data = self.task.load_partition(plan.partition, plan.num_partitions, plan.partitioner)
+        self.device = pick_device()
+        torch.manual_seed(plan.seed)
+        self.model = self.task.build_model().to(self.device)
+        self.channel = grpc.insecure_channel(options.target, options=GRPC_OPTIONS)
+        self.stub = pb_grpc.AggregatorStub(self.channel)
+        self.session = ""
+
+    def _retrying(self, what: str, call):  # type: ignore[no-untyped-def]
+        """Run `call` until it succeeds, backing off while the aggregator is unreachable."""
+        deadline = time.monotonic() + self.options.reconnect_timeout
+        backoff = self.options.initial_backoff
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE or time.monotonic() + backoff > deadline:
+                    if exc.code() in RETRYABLE:
+                        raise AggregatorUnreachable(
+                            f"aggregator at {self.options.target} unreachable for "
+                            f"{self.options.reconnect_timeout:g}s during {what}: {exc.details()}") from exc
+                    raise
+                log.info("%s: aggregator not ready (%s), retrying in %.1fs", what, exc.code().name, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.options.max_backoff)
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # e.g. an aggregator restart forgot us
+                    self.join()
+
+    def join(self) -> None:
+        reply = self._retrying("join", lambda: self.stub.Join(pb.JoinRequest(partition=self.plan.partition)))
+        self.session = reply.session
+        log.info("joined job %s as partition %d", reply.job, self.plan.partition)
+
+    def _next_task(self) -> tuple[pb.RoundInfo, Weights] | pb.JobDone:
+        stream = self.stub.GetTask(pb.TaskRequest(partition=self.plan.partition, session=self.session))
+        first = next(stream)
+        if first.HasField("done"):
+            return first.done
+        info = first.round
+        weights = receive_tensors([spec_from_header(h) for h in info.tensors], (e.data for e in stream))
+        return info, weights
+
+    def train_round(self, info: pb.RoundInfo, global_weights: Weights) -> Iterator[pb.Envelope]:
+        set_weights(self.model, global_weights)
+        seed = round_seed(self.plan.seed, info.round, self.plan.partition)
+        result = self.task.train(self.model, self.data, self.plan.train, self.device, seed)
+        delta = subtract(get_weights(self.model), global_weights)
+        log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(result.metrics))
+        yield pb.Envelope(update=pb.UpdateInfo(
+            partition=self.plan.partition, round=info.round, ticket=info.ticket,
+            num_examples=result.num_examples, metrics=result.metrics, tensors=[s.header() for s in specs_of(delta)]))
+        yield from data_envelopes(delta.values())
+
+    def run(self) -> int:
+        self.join()
+        while True:
+            task = self._retrying("waiting for a round", self._next_task)
+            if isinstance(task, pb.JobDone):
+                log.info("job over (%s): %s", "succeeded" if task.succeeded else "failed", task.message)
+                return 0
+            info, weights = task
+            try:
+                reply = self.stub.SubmitUpdate(self.train_round(info, weights))
+            except grpc.RpcError as exc:  # the round may have closed under us; the next one goes on
+                log.warning("round %d: update not delivered: %s", info.round, exc.details())
+                continue
+            if reply.accepted:
+                log.info("round %d: update accepted", info.round)
+            else:
+                log.warning("round %d: update rejected: %s", info.round, reply.reason)
+
+
+def run_client(plan: ClientPlan, options: ConnectOptions) -> int:
+    try:
+        return Client(plan, options).run()
+    except AggregatorUnreachable as exc:
+        log.error("%s", exc)
+        return 1

@@ -1,0 +1,215 @@
+"""`fedkube run job.yaml`: the whole job as local processes, the embedded default and the demo.
+
+The launcher starts the same `fedkube aggregator` and `fedkube client` commands the operator
+puts in pods, on 127.0.0.1, and follows the aggregator's status document (the one the operator
+polls) to show progress. Each process logs to its own file under the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.error import URLError
+from urllib.request import urlopen
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedkube.spec import FederatedJob
+
+POLL_SECONDS = 0.25
+READY_TIMEOUT = 120.0
+
+
+class LaunchError(RuntimeError):
+    pass
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        with path.open(errors="replace") as f:
+            return "".join(deque(f, maxlen=lines))
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    reported: bool = False
+
+
+@dataclass
+class LocalRun:
+    """One local job: its run directory, its processes, its status."""
+
+    job: FederatedJob
+    run_dir: Path
+    console: Console
+    children: list[Child] = field(default_factory=list)
+
+    def _spawn(self, name: str, args: list[str]) -> Child:
+        log = self.run_dir / "logs" / f"{name}.log"
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+        with log.open("wb") as out:
+            process = subprocess.Popen([sys.executable, "-m", "fedkube.cli", *args], stdout=out,
+                                       stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        child = Child(name, process, log)
+        self.children.append(child)
+        return child
+
+    def prepare(self, resume: bool) -> Path:
+        """Fresh run directory (keeping its checkpoints when resuming); returns the manifest path."""
+        if self.run_dir.exists() and not resume:
+            shutil.rmtree(self.run_dir)
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        manifest = self.run_dir / "manifest.yaml"
+        manifest.write_text(yaml.safe_dump(self.job.manifest, sort_keys=False))
+        return manifest
+
+    def start(self, manifest: Path) -> dict[str, int]:
+        ready = self.run_dir / "ready.json"
+        ready.unlink(missing_ok=True)
+        aggregator = self._spawn("aggregator", [
+            "aggregator", "--manifest", str(manifest), "--host", "127.0.0.1", "--port", "0",
+            "--status-port", "0", "--output-dir", str(self.run_dir), "--ready-file", str(ready)])
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not ready.exists():
+            if aggregator.process.poll() is not None:
+                raise LaunchError(f"the aggregator exited with code {aggregator.process.returncode} before "
+                                  f"it was ready; last lines of {aggregator.log}:\n{log_tail(aggregator.log)}")
+            if time.monotonic() > deadline:
+                raise LaunchError(f"the aggregator was not ready after {READY_TIMEOUT:g}s; see {aggregator.log}")
+            time.sleep(0.05)
+        ports = json.loads(ready.read_text())
+        for p in range(self.job.spec.data.partitions):
+            self._spawn(f"client-{p}", ["client", "--manifest", str(manifest), "--partition", str(p),
+                                        "--aggregator", f"127.0.0.1:{ports['port']}"])
+        return ports
+
+    def status(self, status_port: int) -> dict[str, Any] | None:
+        try:
+            with urlopen(f"http://127.0.0.1:{status_port}/status", timeout=2) as response:
+                return json.loads(response.read())
+        except (URLError, OSError, ValueError):
+            return None
+
+    def report_crashes(self) -> None:
+        for child in self.children:
+            code = child.process.poll()
+            if code not in (None, 0) and not child.reported:
+                child.reported = True
+                self.console.print(f"[red]{child.name} exited with code {code}[/red]; last lines of {child.log}:")
+                self.console.print(log_tail(child.log), markup=False, highlight=False)
+
+    def wait(self, timeout: float) -> None:
+        """Let children finish on their own (clients exit once told the job is over)."""
+        deadline = time.monotonic() + timeout
+        while any(c.process.poll() is None for c in self.children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Terminate every child still running (SIGTERM, then SIGKILL after `grace`)."""
+        alive = [c for c in self.children if c.process.poll() is None]
+        for child in alive:
+            os.killpg(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in alive:
+            try:
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+
+
+def _progress_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    metrics, clients = doc.get("metrics", {}), doc.get("clients", {})
+    acc, loss = metrics.get("accuracy"), metrics.get("loss")
+    return {"phase": doc.get("phase", "?"),
+            "clients": f"{clients.get('reported', 0)}/{clients.get('selected', 0)} reported, "
+                       f"{clients.get('joined', 0)} joined",
+            "acc": "-" if acc is None else f"{acc:.4f}", "loss": "-" if loss is None else f"{loss:.4f}"}
+
+
+def final_table(history: list[dict[str, Any]], rows: int = 10) -> Table:
+    table = Table(title="rounds (last %d)" % min(rows, len(history)))
+    for column in ("round", "status", "accuracy", "loss", "reported", "dropped", "rejected", "seconds"):
+        table.add_column(column, justify="right")
+    for h in history[-rows:]:
+        fmt = (lambda v: "-" if v is None else f"{v:.4f}")
+        table.add_row(str(h["round"]), h["status"], fmt(h["accuracy"]), fmt(h["loss"]),
+                      str(h["clients_reported"]), str(h["clients_dropped"]), str(h["clients_rejected"]),
+                      f"{h['seconds']:.2f}")
+    return table
+
+
+def follow(run: LocalRun, status_port: int) -> dict[str, Any]:
+    """Show progress until the aggregator exits; returns the last status document."""
+    rounds = run.job.spec.rounds
+    last: dict[str, Any] = {}
+    aggregator = run.children[0]
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("round {task.completed}/{task.total}"),
+               TextColumn("{task.fields[phase]}"), TextColumn("acc {task.fields[acc]}"),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[clients]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=run.console, transient=False) as progress:
+        bar = progress.add_task(run.job.name, total=rounds, phase="Pending", acc="-", loss="-", clients="")
+        while aggregator.process.poll() is None:
+            doc = run.status(status_port)
+            if doc is not None:
+                last = doc
+                done = len(doc.get("history", []))
+                progress.update(bar, completed=done, **_progress_fields(doc))
+            run.report_crashes()
+            time.sleep(POLL_SECONDS)
+    status_file = run.run_dir / "status.json"
+    if status_file.exists():
+        last = json.loads(status_file.read_text())
+    return last
+
+
+def run_local(job: FederatedJob, run_dir: Path, resume: bool = False, console: Console | None = None) -> int:
+    run = LocalRun(job, run_dir, console or Console())
+    manifest = run.prepare(resume)
+    try:
+        ports = run.start(manifest)
+        run.console.print(f"job [bold]{job.name}[/bold]: aggregator on 127.0.0.1:{ports['port']}, "
+                          f"{job.spec.data.partitions} clients, logs in {run_dir / 'logs'}")
+        doc = follow(run, ports["status_port"])
+    except KeyboardInterrupt:
+        run.console.print("[yellow]interrupted: stopping every process[/yellow]")
+        run.stop(grace=2.0)
+        return 130
+    except LaunchError as exc:
+        run.console.print(f"[red]{exc}[/red]")
+        run.stop()
+        return 1
+    run.wait(timeout=15.0)
+    run.report_crashes()
+    run.stop()
+    aggregator = run.children[0]
+    history = doc.get("history", [])
+    if history:
+        run.console.print(final_table(history))
+    if aggregator.process.returncode != 0:
+        run.console.print(f"[red]job {job.name} failed[/red]: {doc.get('message') or 'the aggregator crashed'}; "
+                          f"last lines of {aggregator.log}:")
+        run.console.print(log_tail(aggregator.log), markup=False, highlight=False)
+        return 1
+    accuracy = doc.get("metrics", {}).get("accuracy")
+    shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
+    run.console.print(f"[green]job {job.name} succeeded[/green]: {len(history)} rounds, "
+                      f"final test accuracy {shown}; metrics in {run_dir / 'metrics.json'}")
+    return 0

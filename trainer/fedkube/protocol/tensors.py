@@ -1,0 +1,105 @@
+"""Tensors on the wire: headers up front, then data in chunks of at most 1 MiB.
+
+Chunking keeps every message far below gRPC's 4 MB default and protobuf's 2 GB ceiling, so a
+model of any size travels; receivers can consume each chunk as it arrives (the aggregator
+folds it straight into a running sum) instead of holding whole messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedkube.protocol import fedkube_pb2 as pb
+
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, dtype and shape of one tensor: what a header promises."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def header(self) -> pb.TensorHeader:
+        return pb.TensorHeader(name=self.name, dtype=self.dtype, shape=self.shape, nbytes=self.nbytes)
+
+
+def specs_of(tensors: Mapping[str, np.ndarray]) -> list[TensorSpec]:
+    return [TensorSpec(name, str(a.dtype), tuple(a.shape)) for name, a in tensors.items()]
+
+
+def spec_from_header(header: pb.TensorHeader) -> TensorSpec:
+    return TensorSpec(header.name, header.dtype, tuple(header.shape))
+
+
+def byte_view(array: np.ndarray) -> memoryview:
+    """The array's bytes without a copy (a contiguous copy only if it was not contiguous)."""
+    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+def iter_chunks(tensors: Iterable[np.ndarray], chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Each tensor's bytes in order, cut into chunks; one chunk is copied at a time."""
+    for array in tensors:
+        view = byte_view(array)
+        for start in range(0, len(view), chunk_bytes):
+            yield bytes(view[start:start + chunk_bytes])
+
+
+def data_envelopes(tensors: Iterable[np.ndarray]) -> Iterator[pb.Envelope]:
+    for chunk in iter_chunks(tensors):
+        yield pb.Envelope(data=chunk)
+
+
+class ChunkCursor:
+    """Tracks which tensor and byte offset the next chunk belongs to, and checks chunk sizes."""
+
+    def __init__(self, specs: list[TensorSpec]) -> None:
+        self.specs = specs
+        self.index = 0
+        self.offset = 0
+        self._skip_empty()
+
+    def _skip_empty(self) -> None:
+        while self.index < len(self.specs) and self.specs[self.index].nbytes == 0:
+            self.index += 1
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.specs)
+
+    def advance(self, size: int) -> tuple[int, int]:
+        """Place a chunk of `size` bytes; returns (tensor index, byte offset). Raises ValueError."""
+        if self.done:
+            raise ValueError("more data than the headers announced")
+        spec = self.specs[self.index]
+        if size == 0 or self.offset + size > spec.nbytes:
+            raise ValueError(f"chunk of {size} bytes does not fit tensor {spec.name!r} "
+                             f"({spec.nbytes - self.offset} bytes left)")
+        place = (self.index, self.offset)
+        self.offset += size
+        if self.offset == spec.nbytes:
+            self.index, self.offset = self.index + 1, 0
+            self._skip_empty()
+        return place
+
+
+def receive_tensors(specs: list[TensorSpec], chunks: Iterable[bytes]) -> dict[str, np.ndarray]:
+    """Reassemble tensors from their chunks into freshly allocated arrays (client side)."""
+    arrays = {s.name: np.empty(s.shape, dtype=s.dtype) for s in specs}
+    flats = [byte_view(arrays[s.name]) for s in specs]
+    cursor = ChunkCursor(specs)
+    for chunk in chunks:
+        index, offset = cursor.advance(len(chunk))
+        flats[index][offset:offset + len(chunk)] = chunk
+    if not cursor.done:
+        raise ValueError(f"stream ended before tensor {specs[cursor.index].name!r} was complete")
+    return arrays
