@@ -105,9 +105,6 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
         errors.append(_not_yet("spec.data.sources", "per-partition data sources"))
     if spec.scheduling.gang:
         errors.append(_not_yet("spec.scheduling.gang", "gang scheduling"))
-    uri = spec.checkpoint.uri or ""
-    if uri.startswith("s3://"):
-        errors.append(_not_yet("spec.checkpoint.uri", "s3:// checkpoints"))
     return errors
 
 
