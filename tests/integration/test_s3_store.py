@@ -12,10 +12,11 @@ import boto3
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from moto.server import ThreadedMotoServer
+
 from fedkube.checkpoint import latest_checkpoint, list_rounds, read_checkpoint, write_checkpoint
 from fedkube.stores import FileStore, MissingObject, Store, StoreError, open_store
 from fedkube.stores.s3 import RetryPolicy, S3Store, is_transient
-from moto.server import ThreadedMotoServer
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, sdk_attempts=1, connect_timeout=1)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
+
 from fedkube.checkpoint import (
     CorruptCheckpoint,
     export_final,
@@ -20,7 +22,6 @@ from fedkube.checkpoint import (
 )
 from fedkube.stores import FileStore, MissingObject, StoreError, open_store
 from fedkube.stores.file import TMP_PREFIX
-from safetensors.numpy import load_file
 
 RNG = np.random.default_rng(0)
 WEIGHTS = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedkube.spec.model import PartitionerSpec
 from fedkube.tasks.partition import DIRICHLET_MIN_SAMPLES, partition_indices
 

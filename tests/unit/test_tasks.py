@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
 from fedkube.plan import TrainSettings
 from fedkube.spec.model import OptimizerSpec, PartitionerSpec, TaskSpec
 from fedkube.tasks import Task, TaskError, load_task

@@ -80,7 +80,8 @@ class LocalRun:
         manifest.write_text(yaml.safe_dump(self.job.manifest, sort_keys=False))
         return manifest
 
-    def start(self, manifest: Path) -> dict[str, int]:
+    def start_aggregator(self, manifest: Path) -> dict[str, int]:
+        """Start the aggregator on free ports; returns {"port", "status_port"} once it serves."""
         ready = self.run_dir / "ready.json"
         ready.unlink(missing_ok=True)
         aggregator = self._spawn("aggregator", [
@@ -94,10 +95,17 @@ class LocalRun:
             if time.monotonic() > deadline:
                 raise LaunchError(f"the aggregator was not ready after {READY_TIMEOUT:g}s; see {aggregator.log}")
             time.sleep(0.05)
-        ports = json.loads(ready.read_text())
+        ports: dict[str, int] = json.loads(ready.read_text())
+        return ports
+
+    def start_client(self, manifest: Path, partition: int, port: int) -> Child:
+        return self._spawn(f"client-{partition}", ["client", "--manifest", str(manifest), "--partition",
+                                                   str(partition), "--aggregator", f"127.0.0.1:{port}"])
+
+    def start(self, manifest: Path) -> dict[str, int]:
+        ports = self.start_aggregator(manifest)
         for p in range(self.job.spec.data.partitions):
-            self._spawn(f"client-{p}", ["client", "--manifest", str(manifest), "--partition", str(p),
-                                        "--aggregator", f"127.0.0.1:{ports['port']}"])
+            self.start_client(manifest, p, ports["port"])
         return ports
 
     def status(self, status_port: int) -> dict[str, Any] | None:
@@ -137,20 +145,22 @@ class LocalRun:
 
 def _progress_fields(doc: dict[str, Any]) -> dict[str, Any]:
     metrics, clients = doc.get("metrics", {}), doc.get("clients", {})
-    acc, loss = metrics.get("accuracy"), metrics.get("loss")
     return {"phase": doc.get("phase", "?"),
             "clients": f"{clients.get('reported', 0)}/{clients.get('selected', 0)} reported, "
                        f"{clients.get('joined', 0)} joined",
-            "acc": "-" if acc is None else f"{acc:.4f}", "loss": "-" if loss is None else f"{loss:.4f}"}
+            "acc": _fmt(metrics.get("accuracy")), "loss": _fmt(metrics.get("loss"))}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def final_table(history: list[dict[str, Any]], rows: int = 10) -> Table:
-    table = Table(title="rounds (last %d)" % min(rows, len(history)))
+    table = Table(title=f"rounds (last {min(rows, len(history))})")
     for column in ("round", "status", "accuracy", "loss", "reported", "dropped", "rejected", "seconds"):
         table.add_column(column, justify="right")
     for h in history[-rows:]:
-        fmt = (lambda v: "-" if v is None else f"{v:.4f}")
-        table.add_row(str(h["round"]), h["status"], fmt(h["accuracy"]), fmt(h["loss"]),
+        table.add_row(str(h["round"]), h["status"], _fmt(h["accuracy"]), _fmt(h["loss"]),
                       str(h["clients_reported"]), str(h["clients_dropped"]), str(h["clients_rejected"]),
                       f"{h['seconds']:.2f}")
     return table

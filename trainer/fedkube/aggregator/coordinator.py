@@ -177,7 +177,8 @@ class Coordinator:
                 fold.add(index, offset, chunk)
                 state.bytes_in += len(chunk)
             if not cursor.done:
-                raise UpdateRejected("malformed", f"stream ended before tensor {specs[cursor.index].name!r} was complete")
+                missing = specs[cursor.index].name
+                raise UpdateRejected("malformed", f"stream ended before tensor {missing!r} was complete")
             if state.closed:
                 raise UpdateRejected("late", f"round {state.number} closed while the update streamed")
         except UpdateRejected:

@@ -34,5 +34,5 @@ class Strategy(ABC):
         """Scalars and arrays to checkpoint; stateless strategies have none."""
         return {}, {}
 
-    def load_state(self, scalars: dict[str, Any], arrays: Weights) -> None:
+    def load_state(self, scalars: dict[str, Any], arrays: Weights) -> None:  # noqa: B027 (stateless default)
         """Restore what `state()` returned (after a resume)."""

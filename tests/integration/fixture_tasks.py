@@ -1,0 +1,69 @@
+"""Tasks used only by the integration tests (imported by the aggregator and client processes).
+
+`big` has a model of about 20M float32 parameters, to push real megabytes through the protocol;
+`straggler` is digits where one partition sleeps in chosen rounds, to test deadlines and drops.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from fedkube.plan import TrainSettings
+from fedkube.spec.model import PartitionerSpec
+from fedkube.tasks.base import ClassificationTask, TrainResult
+from fedkube.tasks.digits import DigitsConfig, DigitsTask
+
+
+class BigTask(ClassificationTask):
+    """One linear layer of width x width (4472**2 + 4472 is about 20.0M parameters), random data."""
+
+    name = "big"
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+    def build_model(self) -> torch.nn.Module:
+        return torch.nn.Linear(self.width, self.width)
+
+    def _data(self, seed: int) -> TensorDataset:
+        g = torch.Generator().manual_seed(seed)
+        return TensorDataset(torch.randn(8, self.width, generator=g), torch.randint(0, self.width, (8,), generator=g))
+
+    def load_partition(self, partition: int, num_partitions: int, partitioner: PartitionerSpec) -> Dataset[Any]:
+        return self._data(100 + partition)
+
+    def load_test(self) -> Dataset[Any]:
+        return self._data(0)
+
+
+def big(config: dict[str, Any]) -> BigTask:
+    return BigTask(int(config.get("width", 4472)))
+
+
+class StragglerTask(DigitsTask):
+    """Digits where partition `slowPartition` sleeps `seconds` before training on its listed calls."""
+
+    def __init__(self, slow_partition: int, slow_calls: list[int], seconds: float) -> None:
+        super().__init__(DigitsConfig())
+        self.slow_partition, self.slow_calls, self.seconds = slow_partition, slow_calls, seconds
+        self.partition = -1
+        self.calls = 0
+
+    def load_partition(self, partition: int, num_partitions: int, partitioner: PartitionerSpec) -> TensorDataset:
+        self.partition = partition
+        return super().load_partition(partition, num_partitions, partitioner)
+
+    def train(self, model: torch.nn.Module, data: Dataset[Any], settings: TrainSettings,
+              device: torch.device, seed: int) -> TrainResult:
+        self.calls += 1
+        if self.partition == self.slow_partition and self.calls in self.slow_calls:
+            time.sleep(self.seconds)
+        return super().train(model, data, settings, device, seed)
+
+
+def straggler(config: dict[str, Any]) -> StragglerTask:
+    return StragglerTask(int(config["slowPartition"]), list(config["slowCalls"]), float(config["seconds"]))
