@@ -15,7 +15,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fedkube run examples/digits-fedavg.yaml --report
+	$(BIN)/fedkube run examples/digits-fedavg.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check trainer operator tests bench
