@@ -3,6 +3,7 @@
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +11,7 @@ import yaml
 from fedkube.cli import main
 from fedkube.plan import make_plan
 from fedkube.spec import SpecError, parse_manifest
+from fedkube.spec.reference import END, START, reference
 from fedkube.spec.schema import crd
 
 GOOD = {
@@ -139,3 +141,9 @@ def test_crd_names_and_printer_columns():
     assert version["subresources"] == {"status": {}}
     assert [c["name"].upper() for c in version["additionalPrinterColumns"]] == [
         "PHASE", "ROUND", "ACCURACY", "EPSILON", "AGE"]
+
+
+def test_readme_manifest_reference_matches_the_crd():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split(START + "\n", 1)[1].split(END, 1)[0]
+    assert section == reference(), "regenerate with `python -m fedkube.spec.reference`"
