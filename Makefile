@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/fedkube run examples/digits-fedavg.yaml
 
 test: $(STAMP)
-	$(BIN)/ruff check trainer operator tests bench
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
 
