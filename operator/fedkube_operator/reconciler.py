@@ -1,0 +1,161 @@
+"""One reconcile pass of one FederatedJob: observe, decide (pure, in `status`), act.
+
+Observe: the job's pods (from Kopf's in-memory index, no API call), the running spec (the
+job's ConfigMap, read once per operator lifetime and kept in the job's memo), and the
+aggregator's report (one HTTP GET). Act, in an order that survives a crash at any point:
+create or delete pods, then write status, then post Events. A pass repeated after a crash
+re-creates nothing (names are deterministic) and recomputes status from what exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+import yaml
+
+from fedkube.plan import JobPlan, make_plan
+from fedkube.spec import FederatedJob, SpecError, parse_manifest
+from fedkube_operator import API_VERSION, KIND
+from fedkube_operator.config import OperatorConfig
+from fedkube_operator.kube import Kube
+from fedkube_operator.manifest import parse, refusal_message, refused_changes
+from fedkube_operator.names import AGGREGATOR, configmap_name
+from fedkube_operator.observe import PodView
+from fedkube_operator.probe import AggregatorProbe
+from fedkube_operator.render import MANIFEST_KEY, Owner, render_job_objects, render_pod
+from fedkube_operator.status import (
+    TERMINAL,
+    Decision,
+    JobFacts,
+    Observation,
+    decide,
+    invalid_spec_decision,
+    merge_patch,
+)
+
+
+@dataclass
+class Runtime:
+    """What every handler shares, kept in Kopf's operator-wide memo."""
+
+    config: OperatorConfig
+    kube: Kube
+    probe: AggregatorProbe
+
+    async def close(self) -> None:
+        await self.kube.close()
+        await self.probe.close()
+
+
+class ForeignObjectError(Exception):
+    """An object with our name belongs to an earlier job of the same name (not yet garbage-collected)."""
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+async def _create_job_objects(kube: Kube, plan: JobPlan, owner: Owner, runtime: Runtime) -> None:
+    """Secret, Service and claim first, the ConfigMap last: its existence means the rest exists."""
+    objects = render_job_objects(plan, owner, runtime.config.render)
+    objects.sort(key=lambda o: o["kind"] == "ConfigMap")
+    for obj in objects:
+        await kube.create(obj)
+
+
+async def running_job(body: Mapping[str, Any], memo: Any, runtime: Runtime, owner: Owner) -> FederatedJob:
+    """The spec this job runs: from its ConfigMap, or validated from `body` and rendered on first sight.
+
+    Raises SpecError when a new job's spec is invalid, ForeignObjectError when a ConfigMap of an
+    earlier job with this name is still in the way.
+    """
+    cached = getattr(memo, "running", None)
+    if cached is not None and cached[0] == owner.uid:
+        return cached[1]
+    kube = runtime.kube
+    configmap = await kube.get("v1", "ConfigMap", owner.namespace, configmap_name(owner.name))
+    if configmap is None:
+        job = parse(body)
+    elif not _owned_by(configmap, owner.uid):
+        raise ForeignObjectError(f"ConfigMap {configmap_name(owner.name)} belongs to an earlier FederatedJob "
+                                 f"named {owner.name}; waiting for it to be garbage-collected")
+    else:
+        job = parse_manifest(yaml.safe_load(configmap["data"][MANIFEST_KEY]), check_entrypoint=False)
+    # Ensure every job object exists, also after a restart: creating what exists is a no-op.
+    await _create_job_objects(kube, make_plan(job), owner, runtime)
+    memo.running = (owner.uid, job)
+    return job
+
+
+def _live_aggregator(pods: Iterable[PodView]) -> PodView | None:
+    running = [p for p in pods if p.slot == AGGREGATOR and p.active and p.phase == "Running" and p.ip]
+    return max(running, key=lambda p: p.attempt) if running else None
+
+
+async def _act(decision: Decision, body: Mapping[str, Any], memo: Any, runtime: Runtime, owner: Owner,
+               job: FederatedJob | None, previous: Mapping[str, Any]) -> None:
+    kube = runtime.kube
+    if decision.create and job is not None:
+        plan = make_plan(job)
+        batch = job.spec.scheduling.pod_creation_batch
+        pods = [render_pod(plan, slot, owner, runtime.config.render, attempt) for slot, attempt in decision.create]
+        for start in range(0, len(pods), batch):
+            await asyncio.gather(*(kube.create(pod) for pod in pods[start:start + batch]))
+    if decision.delete:
+        await asyncio.gather(*(kube.delete("v1", "Pod", owner.namespace, name) for name in decision.delete))
+    patch = merge_patch(previous, decision.status)
+    if patch:
+        await kube.patch_job_status(owner.namespace, owner.name, patch)
+    memo.last_status = (owner.uid, decision.status)
+    for event in decision.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if decision.delete_job:
+        await kube.delete(API_VERSION, KIND, owner.namespace, owner.name, uid=owner.uid)
+
+
+def _previous_status(body: Mapping[str, Any], memo: Any, uid: str) -> Mapping[str, Any]:
+    """The status this operator last wrote, else (after a restart) the one on the object."""
+    last = getattr(memo, "last_status", None)
+    if last is not None and last[0] == uid:
+        return last[1]
+    return body.get("status") or {}
+
+
+async def reconcile(body: Mapping[str, Any], memo: Any, indexed_pods: Iterable[PodView],
+                    logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    runtime: Runtime = memo.runtime
+    owner = Owner.of(body)
+    spec = body.get("spec") or {}
+    previous = _previous_status(body, memo, owner.uid)
+    now = datetime.now(UTC)
+    try:
+        job = await running_job(body, memo, runtime, owner)
+    except SpecError as exc:
+        ttl = spec.get("ttlSecondsAfterFinished")
+        decision = invalid_spec_decision(previous, [str(e) for e in exc.errors], now,
+                                         ttl if isinstance(ttl, int) else None)
+        await _act(decision, body, memo, runtime, owner, None, previous)
+        return
+    except ForeignObjectError as exc:
+        raise kopf.TemporaryError(str(exc), delay=runtime.config.poll_interval_seconds * 5) from exc
+
+    pods = tuple(p for p in indexed_pods if p.owner_uid == owner.uid)
+    aggregator = _live_aggregator(pods) if previous.get("phase") not in TERMINAL else None
+    report = await runtime.probe.report(aggregator.ip) if aggregator is not None and aggregator.ip else None
+    refused = tuple(refused_changes(job.manifest["spec"], spec))
+    suspend = bool((spec.get("scheduling") or {}).get("suspend", False))
+    observation = Observation(
+        job=JobFacts.of(job), pods=pods, report=report, previous=previous, now=now, suspend=suspend,
+        refused_changes=refused, refusal_message=refusal_message(list(refused)) if refused else "",
+        generation=(body.get("metadata") or {}).get("generation"), timing=runtime.config.timing)
+    decision = decide(observation)
+    if decision.create or decision.delete:
+        logger.info("creating pods %s; deleting pods %s",
+                    [s.pod_name(owner.name, n) for s, n in decision.create], list(decision.delete))
+    await _act(decision, body, memo, runtime, owner, job, previous)

@@ -1,0 +1,316 @@
+"""JobPlan -> Kubernetes objects, as plain dicts: pure functions, no API calls.
+
+One FederatedJob becomes a transport Secret, a ConfigMap holding the validated manifest (the
+pods' only input, and the operator's record of the spec it is running), a Service in front of
+the aggregator, a PersistentVolumeClaim for `file://` checkpoints, one aggregator Pod and one
+client Pod per partition. Every object carries an ownerReference to the job (controller,
+blockOwnerDeletion), so deleting the job cascades to all of it.
+
+Pods run restricted: non-root, read-only root filesystem, every capability dropped, seccomp
+RuntimeDefault, no service-account token. What a container may write goes to emptyDir volumes
+(`/tmp`, the aggregator's output directory) and to the checkpoint claim.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from fedkube.plan import GRPC_PORT, STATUS_PORT, JobPlan
+from fedkube.spec.model import PodTemplateSpec
+from fedkube_operator import API_VERSION, KIND
+from fedkube_operator.names import (
+    AGGREGATOR,
+    Slot,
+    checkpoint_claim_name,
+    configmap_name,
+    job_labels,
+    pod_labels,
+    secret_name,
+    service_name,
+)
+
+MANIFEST_KEY = "manifest.yaml"
+MANIFEST_DIR = "/etc/fedkube/job"
+MANIFEST_PATH = f"{MANIFEST_DIR}/{MANIFEST_KEY}"
+TRANSPORT_DIR = "/etc/fedkube/tls"
+OUTPUT_DIR = "/var/lib/fedkube"
+DEFAULT_CHECKPOINT_DIR = f"{OUTPUT_DIR}/checkpoints"
+TMP_DIR = "/tmp"
+# Numeric, so the kubelet can check runAsNonRoot without reading the image's /etc/passwd.
+POD_USER = 1000
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The FederatedJob that owns the rendered objects."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Owner:
+        meta = body["metadata"]
+        return cls(meta["name"], meta.get("namespace") or "default", meta["uid"])
+
+    def reference(self) -> dict[str, Any]:
+        return {"apiVersion": API_VERSION, "kind": KIND, "name": self.name, "uid": self.uid,
+                "controller": True, "blockOwnerDeletion": True}
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Operator-wide choices that the manifest leaves open."""
+
+    image: str
+    image_pull_policy: str | None = None
+    checkpoint_volume_size: str = "1Gi"
+    checkpoint_storage_class: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointStorage:
+    """Where the aggregator keeps checkpoints in a cluster, so a recreated aggregator resumes.
+
+    `file://` checkpoints (the default, and any `file://` URI in the spec) live on the job's
+    PersistentVolumeClaim mounted at the URI's path; other stores (s3://) need no volume.
+    """
+
+    uri: str
+    mount_path: str | None
+    uri_argument: str | None  # passed as --checkpoint-uri when the spec leaves it unset
+
+
+def checkpoint_storage(plan: JobPlan) -> CheckpointStorage:
+    uri = plan.aggregator.checkpoint.uri
+    if uri is None:
+        default = f"file://{DEFAULT_CHECKPOINT_DIR}"
+        return CheckpointStorage(default, DEFAULT_CHECKPOINT_DIR, default)
+    if uri.startswith("file://"):
+        return CheckpointStorage(uri, uri.removeprefix("file://").rstrip("/") or "/", None)
+    return CheckpointStorage(uri, None, None)
+
+
+def _metadata(name: str, owner: Owner, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": owner.namespace, "labels": labels,
+            "ownerReferences": [owner.reference()]}
+
+
+def transport_keys(plan: JobPlan) -> list[str]:
+    """The transport Secret's keys: the job CA, then a certificate and key per pod identity."""
+    keys = ["ca.crt", "aggregator.crt", "aggregator.key"]
+    for client in plan.clients:
+        keys += [f"client-{client.partition}.crt", f"client-{client.partition}.key"]
+    return keys
+
+
+def render_transport_secret(plan: JobPlan, owner: Owner) -> dict[str, Any]:
+    """A placeholder until mutual TLS lands: every key exists, empty, so mounts already select them."""
+    empty = base64.b64encode(b"").decode()
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {**_metadata(secret_name(plan.name), owner, job_labels(plan.name)),
+                     "annotations": {"fedkube.io/transport": "placeholder"}},
+        "data": {key: empty for key in transport_keys(plan)},
+    }
+
+
+def manifest_yaml(plan: JobPlan) -> str:
+    return yaml.safe_dump(plan.manifest, sort_keys=False)
+
+
+def render_manifest_configmap(plan: JobPlan, owner: Owner) -> dict[str, Any]:
+    """The validated, defaulted manifest: what every pod reads and what the job keeps running.
+
+    Immutable: the spec of a running job does not change, and kubelets need not watch it.
+    """
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": _metadata(configmap_name(plan.name), owner, job_labels(plan.name)),
+        "immutable": True,
+        "data": {MANIFEST_KEY: manifest_yaml(plan)},
+    }
+
+
+def render_aggregator_service(plan: JobPlan, owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _metadata(service_name(plan.name), owner, job_labels(plan.name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {k: v for k, v in pod_labels(plan.name, AGGREGATOR, 0).items()
+                         if k in ("fedkube.io/job", "fedkube.io/role")},
+            "ports": [
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+                 "appProtocol": "grpc"},
+                {"name": "status", "port": STATUS_PORT, "targetPort": "status", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def render_checkpoint_claim(plan: JobPlan, owner: Owner, config: RenderConfig) -> dict[str, Any] | None:
+    """The claim behind `file://` checkpoints, or None when checkpoints go to an object store."""
+    if checkpoint_storage(plan).mount_path is None:
+        return None
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": config.checkpoint_volume_size}}}
+    if config.checkpoint_storage_class is not None:
+        spec["storageClassName"] = config.checkpoint_storage_class
+    return {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(checkpoint_claim_name(plan.name), owner, job_labels(plan.name)),
+        "spec": spec,
+    }
+
+
+def render_job_objects(plan: JobPlan, owner: Owner, config: RenderConfig) -> list[dict[str, Any]]:
+    """Everything a job needs before its pods: Secret, ConfigMap, Service and checkpoint claim."""
+    objects = [render_transport_secret(plan, owner), render_manifest_configmap(plan, owner),
+               render_aggregator_service(plan, owner)]
+    claim = render_checkpoint_claim(plan, owner, config)
+    return objects + ([claim] if claim is not None else [])
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": POD_USER, "runAsGroup": POD_USER, "fsGroup": POD_USER,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _container_security_context() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _env(job: str, template: PodTemplateSpec) -> list[dict[str, Any]]:
+    """The operator's variables, then the template's; a template entry replaces ours of the same name."""
+    ours: list[dict[str, Any]] = [
+        {"name": "FEDKUBE_JOB", "value": job},
+        {"name": "FEDKUBE_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "FEDKUBE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "HOME", "value": TMP_DIR},  # the root filesystem is read-only
+        # Torch sizes its thread pools by the host's cores, not the container's CPU limit; a pod
+        # limited to 2 CPUs on a 64-core node would otherwise run 64 threads.
+        {"name": "OMP_NUM_THREADS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    theirs = [dict(e) for e in template.env]
+    replaced = {e["name"] for e in theirs}
+    return [e for e in ours if e["name"] not in replaced] + theirs
+
+
+def _transport_volume(plan: JobPlan, identity: str) -> dict[str, Any]:
+    """The transport Secret projected down to the CA and this pod's own certificate and key."""
+    items = [{"key": "ca.crt", "path": "ca.crt"},
+             {"key": f"{identity}.crt", "path": "tls.crt"},
+             {"key": f"{identity}.key", "path": "tls.key"}]
+    return {"name": "transport",
+            "secret": {"secretName": secret_name(plan.name), "items": items, "defaultMode": 0o440}}
+
+
+def _common_volumes(plan: JobPlan, identity: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes = [
+        {"name": "manifest", "configMap": {"name": configmap_name(plan.name),
+                                           "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}]}},
+        _transport_volume(plan, identity),
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True},
+        {"name": "transport", "mountPath": TRANSPORT_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": TMP_DIR},
+    ]
+    return volumes, mounts
+
+
+def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt: int,
+         template: PodTemplateSpec, container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    container = {
+        "image": template.image or config.image,
+        **({"imagePullPolicy": policy} if (policy := template.image_pull_policy or config.image_pull_policy)
+           else {}),
+        **container,
+        "env": _env(plan.name, template),
+        "securityContext": _container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if template.resources:
+        container["resources"] = dict(template.resources)
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if template.node_selector:
+        spec["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        spec["tolerations"] = [dict(t) for t in template.tolerations]
+    if template.affinity:
+        spec["affinity"] = dict(template.affinity)
+    if template.priority_class_name:
+        spec["priorityClassName"] = template.priority_class_name
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": _metadata(slot.pod_name(plan.name, attempt), owner, pod_labels(plan.name, slot, attempt)),
+        "spec": spec,
+    }
+
+
+def render_aggregator_pod(plan: JobPlan, owner: Owner, config: RenderConfig, attempt: int = 0) -> dict[str, Any]:
+    storage = checkpoint_storage(plan)
+    volumes, mounts = _common_volumes(plan, "aggregator")
+    volumes.append({"name": "output", "emptyDir": {}})
+    mounts.append({"name": "output", "mountPath": OUTPUT_DIR})
+    if storage.mount_path is not None:
+        volumes.append({"name": "checkpoints",
+                        "persistentVolumeClaim": {"claimName": checkpoint_claim_name(plan.name)}})
+        mounts.append({"name": "checkpoints", "mountPath": storage.mount_path})
+    command = ["fedkube", "aggregator", "--manifest", MANIFEST_PATH, "--port", str(GRPC_PORT),
+               "--status-port", str(STATUS_PORT), "--output-dir", OUTPUT_DIR]
+    if storage.uri_argument is not None:
+        command += ["--checkpoint-uri", storage.uri_argument]
+    container: dict[str, Any] = {
+        "name": "aggregator",
+        "command": command,
+        "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+                  {"name": "status", "containerPort": STATUS_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 5},
+        "volumeMounts": mounts,
+    }
+    secret_ref = plan.aggregator.checkpoint.secret_ref
+    if secret_ref:
+        container["envFrom"] = [{"secretRef": {"name": secret_ref}}]
+    return _pod(plan, owner, config, AGGREGATOR, attempt, plan.aggregator.pod, container, volumes)
+
+
+def aggregator_address(plan: JobPlan) -> str:
+    """The Service's in-cluster name, resolvable from any namespace through the search path."""
+    return f"{service_name(plan.name)}.{plan.namespace}.svc:{GRPC_PORT}"
+
+
+def render_client_pod(plan: JobPlan, partition: int, owner: Owner, config: RenderConfig,
+                      attempt: int = 0) -> dict[str, Any]:
+    client = plan.clients[partition]
+    volumes, mounts = _common_volumes(plan, f"client-{partition}")
+    container = {
+        "name": "client",
+        "command": ["fedkube", "client", "--manifest", MANIFEST_PATH, "--partition", str(partition),
+                    "--aggregator", aggregator_address(plan)],
+        "volumeMounts": mounts,
+    }
+    return _pod(plan, owner, config, Slot(partition), attempt, client.pod, container, volumes)
+
+
+def render_pod(plan: JobPlan, slot: Slot, owner: Owner, config: RenderConfig, attempt: int) -> dict[str, Any]:
+    if slot.partition is None:
+        return render_aggregator_pod(plan, owner, config, attempt)
+    return render_client_pod(plan, slot.partition, owner, config, attempt)

@@ -1,0 +1,215 @@
+"""render: plan -> Kubernetes objects, checked on the returned dicts."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from fedkube.plan import make_plan
+from fedkube.spec import parse_manifest
+from fedkube_operator.names import AGGREGATOR, Slot
+from fedkube_operator.render import (
+    MANIFEST_KEY,
+    Owner,
+    RenderConfig,
+    aggregator_address,
+    checkpoint_storage,
+    render_aggregator_pod,
+    render_client_pod,
+    render_job_objects,
+    render_manifest_configmap,
+    render_pod,
+    render_transport_secret,
+    transport_keys,
+)
+
+OWNER = Owner("digits", "team-a", "uid-1234")
+CONFIG = RenderConfig(image="ghcr.io/fedkube/trainer:test")
+
+
+def manifest(**spec: Any) -> dict[str, Any]:
+    doc = {
+        "apiVersion": "fedkube.io/v1alpha1", "kind": "FederatedJob",
+        "metadata": {"name": "digits", "namespace": "team-a"},
+        "spec": {"task": {"entrypoint": "fedkube.tasks.digits:task"}, "data": {"partitions": 3},
+                 "rounds": 5, "clients": {"minAvailable": 2}},
+    }
+    doc["spec"].update(copy.deepcopy(spec))
+    return doc
+
+
+def plan_of(**spec: Any) -> Any:
+    return make_plan(parse_manifest(manifest(**spec), check_entrypoint=False))
+
+
+GPU_TEMPLATE = {
+    "aggregator": {"image": "registry/agg:1", "resources": {"limits": {"cpu": "2", "memory": "4Gi"}}},
+    "client": {"resources": {"limits": {"nvidia.com/gpu": 1}}, "nodeSelector": {"pool": "gpu"},
+               "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+               "priorityClassName": "fl-high", "env": [{"name": "HOME", "value": "/scratch"},
+                                                       {"name": "EXTRA", "value": "1"}]},
+    "overrides": [{"partitions": [1], "image": "registry/client-special:2", "nodeSelector": {"pool": "edge"},
+                   "resources": {"limits": {"nvidia.com/gpu": 2}},
+                   "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                       "nodeSelectorTerms": [{"matchExpressions": [
+                           {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}],
+}
+
+
+def all_pods(plan: Any) -> list[dict[str, Any]]:
+    return [render_aggregator_pod(plan, OWNER, CONFIG)] + [
+        render_client_pod(plan, p, OWNER, CONFIG) for p in range(len(plan.clients))]
+
+
+def test_every_object_is_owned_by_the_job_as_controller() -> None:
+    plan = plan_of()
+    for obj in render_job_objects(plan, OWNER, CONFIG) + all_pods(plan):
+        assert obj["metadata"]["namespace"] == "team-a"
+        assert obj["metadata"]["ownerReferences"] == [{
+            "apiVersion": "fedkube.io/v1alpha1", "kind": "FederatedJob", "name": "digits", "uid": "uid-1234",
+            "controller": True, "blockOwnerDeletion": True}]
+        assert obj["metadata"]["labels"]["fedkube.io/job"] == "digits"
+
+
+@pytest.mark.parametrize("name, render, expected", [
+    ("aggregator", lambda p: render_aggregator_pod(p, OWNER, CONFIG),
+     {"name": "digits-aggregator", "labels": {"fedkube.io/role": "aggregator", "fedkube.io/attempt": "0"}}),
+    ("client 2", lambda p: render_client_pod(p, 2, OWNER, CONFIG),
+     {"name": "digits-client-2",
+      "labels": {"fedkube.io/role": "client", "fedkube.io/partition": "2", "fedkube.io/attempt": "0"}}),
+    ("client 0, attempt 3", lambda p: render_client_pod(p, 0, OWNER, CONFIG, attempt=3),
+     {"name": "digits-client-0-retry-3", "labels": {"fedkube.io/partition": "0", "fedkube.io/attempt": "3"}}),
+    ("aggregator, attempt 1", lambda p: render_pod(p, AGGREGATOR, OWNER, CONFIG, 1),
+     {"name": "digits-aggregator-retry-1", "labels": {"fedkube.io/attempt": "1"}}),
+])
+def test_pod_names_and_labels_are_deterministic(name: str, render: Any, expected: dict[str, Any]) -> None:
+    pod = render(plan_of())
+    assert pod["metadata"]["name"] == expected["name"], name
+    assert expected["labels"].items() <= pod["metadata"]["labels"].items(), name
+
+
+def test_pods_run_restricted() -> None:
+    for pod in all_pods(plan_of()):
+        spec = pod["spec"]
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["restartPolicy"] == "Never"
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] != 0
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        (container,) = spec["containers"]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+        writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+        assert "/tmp" in writable
+
+
+@pytest.mark.parametrize("partition, image, gpus, node_selector, has_affinity", [
+    (0, "ghcr.io/fedkube/trainer:test", 1, {"pool": "gpu"}, False),
+    (1, "registry/client-special:2", 2, {"pool": "edge"}, True),
+    (2, "ghcr.io/fedkube/trainer:test", 1, {"pool": "gpu"}, False),
+])
+def test_client_pods_take_template_and_overrides(partition: int, image: str, gpus: int,
+                                                 node_selector: dict[str, str], has_affinity: bool) -> None:
+    pod = render_client_pod(plan_of(template=GPU_TEMPLATE), partition, OWNER, CONFIG)
+    spec, (container,) = pod["spec"], pod["spec"]["containers"]
+    assert container["image"] == image
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    assert spec["nodeSelector"] == node_selector
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec["priorityClassName"] == "fl-high"
+    assert ("affinity" in spec) == has_affinity
+
+
+def test_template_env_replaces_ours_by_name_and_adds_the_rest() -> None:
+    pod = render_client_pod(plan_of(template=GPU_TEMPLATE), 0, OWNER, CONFIG)
+    env = pod["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    assert names.count("HOME") == 1 and {"name": "HOME", "value": "/scratch"} in env
+    assert {"name": "EXTRA", "value": "1"} in env
+    assert {"name": "FEDKUBE_JOB", "value": "digits"} in env
+    assert {"name": "OMP_NUM_THREADS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu",
+                                                                          "divisor": "1"}}} in env
+
+
+def test_aggregator_pod_takes_its_own_template() -> None:
+    pod = render_aggregator_pod(plan_of(template=GPU_TEMPLATE), OWNER, CONFIG)
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == "registry/agg:1"
+    assert container["resources"] == {"limits": {"cpu": "2", "memory": "4Gi"}}
+    assert "nodeSelector" not in pod["spec"]
+
+
+def test_commands_match_the_runtime_contract() -> None:
+    plan = plan_of()
+    aggregator = render_aggregator_pod(plan, OWNER, CONFIG)["spec"]["containers"][0]["command"]
+    assert aggregator == ["fedkube", "aggregator", "--manifest", "/etc/fedkube/job/manifest.yaml", "--port", "7070",
+                          "--status-port", "8080", "--output-dir", "/var/lib/fedkube",
+                          "--checkpoint-uri", "file:///var/lib/fedkube/checkpoints"]
+    client = render_client_pod(plan, 1, OWNER, CONFIG)["spec"]["containers"][0]["command"]
+    assert client == ["fedkube", "client", "--manifest", "/etc/fedkube/job/manifest.yaml", "--partition", "1",
+                      "--aggregator", "digits-aggregator.team-a.svc:7070"]
+    assert aggregator_address(plan) == "digits-aggregator.team-a.svc:7070"
+
+
+@pytest.mark.parametrize("checkpoint, uri, mount, argument, claim", [
+    ({}, "file:///var/lib/fedkube/checkpoints", "/var/lib/fedkube/checkpoints",
+     "file:///var/lib/fedkube/checkpoints", True),
+    ({"uri": "file:///ckpt/digits"}, "file:///ckpt/digits", "/ckpt/digits", None, True),
+])
+def test_file_checkpoints_live_on_the_job_claim(checkpoint: dict[str, Any], uri: str, mount: str,
+                                                argument: str | None, claim: bool) -> None:
+    plan = plan_of(checkpoint=checkpoint)
+    storage = checkpoint_storage(plan)
+    assert (storage.uri, storage.mount_path, storage.uri_argument) == (uri, mount, argument)
+    pod = render_aggregator_pod(plan, OWNER, CONFIG)
+    mounts = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert mounts["checkpoints"] == mount
+    assert volumes["checkpoints"]["persistentVolumeClaim"] == {"claimName": "digits-checkpoints"}
+    kinds = [o["kind"] for o in render_job_objects(plan, OWNER, CONFIG)]
+    assert ("PersistentVolumeClaim" in kinds) is claim
+
+
+def test_claim_size_and_class_come_from_the_operator() -> None:
+    config = RenderConfig(image="x", checkpoint_volume_size="5Gi", checkpoint_storage_class="fast")
+    (claim,) = [o for o in render_job_objects(plan_of(), OWNER, config) if o["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert claim["spec"]["storageClassName"] == "fast"
+
+
+def test_transport_secret_has_a_key_per_identity_and_each_pod_mounts_only_its_own() -> None:
+    plan = plan_of()
+    secret = render_transport_secret(plan, OWNER)
+    assert sorted(secret["data"]) == sorted(transport_keys(plan))
+    assert all(base64.b64decode(v) == b"" for v in secret["data"].values())
+    for pod, identity in zip(all_pods(plan), ["aggregator", "client-0", "client-1", "client-2"], strict=True):
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "transport"]
+        keys = {item["key"] for item in volume["secret"]["items"]}
+        assert keys == {"ca.crt", f"{identity}.crt", f"{identity}.key"}
+
+
+def test_configmap_holds_the_validated_defaulted_manifest_and_is_immutable() -> None:
+    plan = plan_of()
+    configmap = render_manifest_configmap(plan, OWNER)
+    assert configmap["immutable"] is True
+    stored = yaml.safe_load(configmap["data"][MANIFEST_KEY])
+    assert stored["spec"]["backoffLimit"] == 3  # a default filled in
+    assert parse_manifest(stored, check_entrypoint=False).spec == parse_manifest(manifest(), False).spec
+
+
+def test_service_selects_the_aggregator_on_both_ports() -> None:
+    (service,) = [o for o in render_job_objects(plan_of(), OWNER, CONFIG) if o["kind"] == "Service"]
+    assert service["metadata"]["name"] == "digits-aggregator"
+    assert service["spec"]["selector"] == {"fedkube.io/job": "digits", "fedkube.io/role": "aggregator"}
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": 7070, "status": 8080}
+
+
+def test_slot_names() -> None:
+    assert Slot(4).pod_name("j", 0) == "j-client-4"
+    assert Slot(4).pod_name("j", 2) == "j-client-4-retry-2"
+    assert AGGREGATOR.base_name("j") == "j-aggregator"
