@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[operator,test]'
+	$(BIN)/pip install -q -e '.[trainer,operator,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,7 +1,7 @@
 """The admission webhook's HTTPS endpoint: Kopf's server, with two things a cluster install needs.
 
-- A self-signed certificate made with `cryptography` (already a fedkube dependency) instead
-  of Kopf's optional `certbuilder`, when no certificate files are given.
+- A self-signed certificate made with `cryptography` instead of Kopf's optional
+  `certbuilder`, when no certificate files are given (imported only then).
 - A client config that names a Service, so the API server can reach the operator's pod;
   Kopf's managed ValidatingWebhookConfiguration then carries that Service and the CA bundle.
 """
@@ -14,16 +14,17 @@ from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import kopf
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from fedkube_operator.config import WebhookConfig
 
 
 def self_signed_certificate(hostnames: Collection[str], password: str | None = None) -> tuple[bytes, bytes]:
     """A PEM certificate and key for `hostnames` (DNS names or IPs), valid for ten years."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
     for host in dict.fromkeys(h for h in hostnames if h and h not in ("0.0.0.0", "::")):
