@@ -50,44 +50,51 @@ def test_four_clients_train_and_checkpoints_verify(jobs):
 
 
 def test_client_killed_mid_round_round_completes_with_quorum(jobs):
-    doc = with_task(job_doc("killed", partitions=4, rounds=3, min_available=3, roundTimeoutSeconds=10),
-                    "fixture_tasks:straggler", {"slowPartition": 3, "slowCalls": [2], "seconds": 60})
+    doc = with_task(job_doc("killed", partitions=4, rounds=3, min_available=3, roundTimeoutSeconds=20),
+                    "fixture_tasks:straggler", {"slowPartition": 3, "slowCalls": [2], "seconds": 120})
     job = jobs(doc)
-    job.wait_for("round 2 to start", lambda s: s["round"] == 2 and s["clients"]["reported"] >= 1)
+    job.wait_for("partition 3 to take part in a second round",
+                 lambda s: len(s["history"]) >= 1 and 3 in s["history"][0]["participants"]["reported"]
+                 and s["round"] == 2 and s["clients"]["reported"] >= 1)
     job.kill_client(3)  # asleep in its second local training
-    assert job.wait_exit() == 0, job.aggregator_log()
+    assert job.wait_exit(timeout=300) == 0, job.aggregator_log()
     history = job.metrics()
-    assert history[1]["status"] == "completed"
-    assert (history[1]["clients_reported"], history[1]["clients_dropped"]) == (3, 1)
-    assert history[1]["participants"]["dropped"] == [3]
-    assert history[2]["clients_selected"] == 3 and history[2]["clients_reported"] == 3
+    (killed_round,) = [h for h in history if 3 in h["participants"]["dropped"]]
+    assert killed_round["status"] == "completed"
+    assert (killed_round["clients_reported"], killed_round["participants"]["dropped"]) == (3, [3])
+    after = [h for h in history if h["round"] > killed_round["round"]]
+    assert after and all(h["clients_selected"] == 3 and h["status"] == "completed" for h in after)
     assert job.final_status()["clients"]["dropped"] == 1
 
 
 def test_round_below_quorum_times_out_and_next_round_goes_on(jobs):
-    doc = with_task(job_doc("straggle", partitions=3, rounds=3, min_available=3, roundTimeoutSeconds=8),
-                    "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [2], "seconds": 12})
+    doc = with_task(job_doc("straggle", partitions=3, rounds=3, min_available=3, roundTimeoutSeconds=10),
+                    "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [2], "seconds": 20})
     job = jobs(doc)
-    assert job.wait_exit() == 0, job.aggregator_log()
+    assert job.wait_exit(timeout=300) == 0, job.aggregator_log()
     history = job.metrics()
-    assert [h["status"] for h in history] == ["completed", "abandoned", "completed"]
-    assert history[1]["clients_reported"] == 2 and history[1]["participants"]["dropped"] == [2]
-    assert history[1]["accuracy"] is None  # no model step in an abandoned round
-    assert history[2]["clients_reported"] == 3  # the straggler came back
-    assert job.final_status()["clients"]["rejected_late"] == 1  # its stale update was refused
+    # The straggler's second round cannot meet the deadline: that round is abandoned without a model step.
+    straggled = [h for h in history if h["participants"]["dropped"] == [2]]
+    assert straggled and all(h["status"] == "abandoned" and h["accuracy"] is None for h in straggled)
+    assert all(h["clients_reported"] == 2 for h in straggled)
+    # The straggler came back for the next round, which went on and completed.
+    assert history[-1]["status"] == "completed" and history[-1]["clients_reported"] == 3
+    assert job.final_status()["clients"]["rejected_late"] >= 1  # its stale update was refused
 
 
 def test_too_few_clients_left_fails_the_job_with_a_message(jobs):
     doc = with_task(job_doc("starved", partitions=3, rounds=4, min_available=3, roundTimeoutSeconds=10,
-                            joinTimeoutSeconds=15),
-                    "fixture_tasks:straggler", {"slowPartition": 1, "slowCalls": [2], "seconds": 60})
+                            joinTimeoutSeconds=45),
+                    "fixture_tasks:straggler", {"slowPartition": 1, "slowCalls": [2], "seconds": 120})
     job = jobs(doc)
-    job.wait_for("round 2 to start", lambda s: s["round"] == 2)
+    job.wait_for("partition 1 to take part in a second round",
+                 lambda s: len(s["history"]) >= 1 and 1 in s["history"][0]["participants"]["reported"]
+                 and s["round"] == 2)
     job.kill_client(1)
-    assert job.wait_exit() == 1
+    assert job.wait_exit(timeout=300) == 1
     status = job.final_status()
     assert status["phase"] == "Failed"
-    assert "only 2 of the required 3 clients (spec.clients.minAvailable) are connected after 15s" in status["message"]
+    assert "only 2 of the required 3 clients (spec.clients.minAvailable) are connected after 45s" in status["message"]
 
 
 def test_twenty_million_parameters_travel_both_ways(jobs):

@@ -197,7 +197,7 @@ def run_fedavg(task: Task, num_partitions: int, partitioner: PartitionerSpec,
     return accuracies
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(180)
 def test_fedavg_on_non_iid_digits_reaches_95_percent_in_15_rounds() -> None:
     accuracies = run_fedavg(_task(DIGITS), 8, DIRICHLET, SETTINGS, rounds=15)
 
@@ -206,7 +206,7 @@ def test_fedavg_on_non_iid_digits_reaches_95_percent_in_15_rounds() -> None:
     assert accuracies[-1] >= 0.95
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("partitioner", [PartitionerSpec("iid"), PartitionerSpec("dirichlet", alpha=1.0)],
                          ids=["iid", "dirichlet"])
 def test_fedavg_on_four_hospitals_reaches_93_percent_in_20_rounds(partitioner: PartitionerSpec) -> None:
