@@ -30,6 +30,7 @@ import base64
 import json
 import math
 import os
+import queue
 import shlex
 import shutil
 import signal
@@ -90,17 +91,23 @@ class Kubelet:
         self.logs: dict[str, Path] = {}  # pod name -> log of its latest run
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="kubelet-stand-in", daemon=True)
+        # Status patches go out in order from their own thread, so a slow kubectl never delays a pod's start.
+        self._patches: queue.Queue[tuple[str, Mapping[str, Any]] | None] = queue.Queue()
+        self._patcher = threading.Thread(target=self._send_patches, name="kubelet-patches", daemon=True)
         self._lock = threading.Lock()
         self.errors: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Kubelet:
         self._thread.start()
+        self._patcher.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+        self._patches.put(None)
+        self._patcher.join(30)
         with self._lock:
             for pod in list(self.running.values()):
                 self._terminate(pod, grace=1.0)
@@ -131,6 +138,13 @@ class Kubelet:
             raise
 
     def _patch_status(self, name: str, status: Mapping[str, Any]) -> None:
+        self._patches.put((name, status))
+
+    def _send_patches(self) -> None:
+        while (item := self._patches.get()) is not None:
+            self._send_patch(*item)
+
+    def _send_patch(self, name: str, status: Mapping[str, Any]) -> None:
         result = subprocess.run(
             [self.kubectl, "--kubeconfig", str(self.kubeconfig), "-n", self.namespace, "patch", "pod", name,
              "--subresource=status", "--type=merge", "-p", json.dumps({"status": status})],
