@@ -207,7 +207,8 @@ def kubelet(cluster: Cluster) -> Iterator[Kubelet]:
     cores, so each should size its thread pools for one (OMP_NUM_THREADS comes from limits.cpu,
     which falls back to the node's allocatable CPUs).
     """
-    with Kubelet(cluster.emulator.url, cluster.kubeconfig, KUBECTL, NAMESPACE, bin_dirs=(str(BIN),), cpus=1) as k:
+    with Kubelet(cluster.emulator.url, cluster.kubeconfig, KUBECTL, NAMESPACE, bin_dirs=(str(BIN),), cpus=1,
+                 python_path=(str(REPO / "trainer"), str(REPO / "operator"))) as k:
         cluster.kubelet = k
         yield k
 

@@ -20,7 +20,8 @@ plays the node. For every Pod in its namespace it:
   message (the last log lines with FallbackToLogsOnError);
 - kills the process when its Pod is deleted.
 
-The image is ignored: the command runs from this machine's PATH (the project's venv first).
+The image is ignored: the command runs from this machine's PATH (the project's venv first), with
+the source tree under test on PYTHONPATH, as the image would carry it.
 Every pod's aggregator listens on the same fixed ports, so run one job at a time.
 """
 
@@ -81,6 +82,7 @@ class Kubelet:
     gpus: int = 0
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)  # the node's allocatable CPUs
     bin_dirs: tuple[str, ...] = ()
+    python_path: tuple[str, ...] = ()  # the source roots under test: what the image would carry
     poll_seconds: float = 0.2
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedkube-kubelet-", dir="/var/tmp")))
 
@@ -267,6 +269,8 @@ class Kubelet:
     def _env(self, pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, str]:
         env = {"PATH": os.pathsep.join([*self.bin_dirs, "/usr/local/bin", "/usr/bin", "/bin"]),
                "HOSTNAME": pod["metadata"]["name"], "LANG": "C.UTF-8"}
+        if self.python_path:
+            env["PYTHONPATH"] = os.pathsep.join(self.python_path)
         fields = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": self.namespace,
                   "metadata.uid": pod["metadata"]["uid"], "status.podIP": "127.0.0.1"}
         for source in container.get("envFrom") or []:
