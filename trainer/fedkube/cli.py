@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from fedkube import __version__
+from fedkube import __version__, checkpoint_cli
 from fedkube.spec import FederatedJob, SpecError, load_file
 
 
@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregator", required=True, help="HOST:PORT of the aggregator")
     p.add_argument("--reconnect-timeout", type=float, default=300.0)
     p.set_defaults(func=cmd_client)
+
+    checkpoint_cli.add_parser(sub)
     return parser
 
 

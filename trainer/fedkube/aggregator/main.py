@@ -114,7 +114,8 @@ class Aggregator:
         self.strategy: Strategy = build_strategy(plan.strategy)
         self.coordinator = Coordinator(plan)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
-        self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints")
+        self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
+                                plan.checkpoint.endpoint_url)
         self.next_round = 1
 
     def _client_counts(self) -> dict[str, int]:
