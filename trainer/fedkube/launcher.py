@@ -148,7 +148,16 @@ def _progress_fields(doc: dict[str, Any]) -> dict[str, Any]:
     return {"phase": doc.get("phase", "?"),
             "clients": f"{clients.get('reported', 0)}/{clients.get('selected', 0)} reported, "
                        f"{clients.get('joined', 0)} joined",
-            "acc": _fmt(metrics.get("accuracy")), "loss": _fmt(metrics.get("loss"))}
+            "acc": _fmt(metrics.get("accuracy")), "loss": _fmt(metrics.get("loss")),
+            "eps": _epsilon(doc.get("privacy"))}
+
+
+def _epsilon(privacy: dict[str, Any] | None) -> str:
+    """`ε 1.23/8` beside the accuracy for a private job; nothing for the others."""
+    if not privacy:
+        return ""
+    target = privacy.get("targetEpsilon")
+    return f"ε {privacy.get('epsilon', 0):.3g}" + (f"/{target:g}" if target else "")
 
 
 def _fmt(value: float | None) -> str:
@@ -157,12 +166,14 @@ def _fmt(value: float | None) -> str:
 
 def final_table(history: list[dict[str, Any]], rows: int = 10) -> Table:
     table = Table(title=f"rounds (last {min(rows, len(history))})")
-    for column in ("round", "status", "accuracy", "loss", "reported", "dropped", "rejected", "seconds"):
+    private = any("epsilon" in h for h in history)
+    for column in ("round", "status", "accuracy", "loss", "reported", "dropped", "rejected", "seconds") + (
+            ("epsilon",) if private else ()):
         table.add_column(column, justify="right")
     for h in history[-rows:]:
         table.add_row(str(h["round"]), h["status"], _fmt(h["accuracy"]), _fmt(h["loss"]),
                       str(h["clients_reported"]), str(h["clients_dropped"]), str(h["clients_rejected"]),
-                      f"{h['seconds']:.2f}")
+                      f"{h['seconds']:.2f}", *((_fmt(h.get("epsilon")),) if private else ()))
     return table
 
 
@@ -173,9 +184,10 @@ def follow(run: LocalRun, status_port: int) -> dict[str, Any]:
     aggregator = run.children[0]
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("round {task.completed}/{task.total}"),
                TextColumn("{task.fields[phase]}"), TextColumn("acc {task.fields[acc]}"),
-               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[clients]}"), TimeElapsedColumn()]
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[eps]}"),
+               TextColumn("{task.fields[clients]}"), TimeElapsedColumn()]
     with Progress(*columns, console=run.console, transient=False) as progress:
-        bar = progress.add_task(run.job.name, total=rounds, phase="Pending", acc="-", loss="-", clients="")
+        bar = progress.add_task(run.job.name, total=rounds, phase="Pending", acc="-", loss="-", eps="", clients="")
         while aggregator.process.poll() is None:
             doc = run.status(status_port)
             if doc is not None:
@@ -222,4 +234,6 @@ def run_local(job: FederatedJob, run_dir: Path, resume: bool = False, console: C
     shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
     run.console.print(f"[green]job {job.name} succeeded[/green]: {len(history)} rounds, "
                       f"final test accuracy {shown}; metrics in {run_dir / 'metrics.json'}")
+    if doc.get("reason"):
+        run.console.print(f"stopped early ({doc['reason']}): {doc.get('message')}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fedkube.privacy.settings import PrivacySettings, privacy_settings
 from fedkube.spec import FederatedJob, sample_size
 from fedkube.spec.model import (
     CheckpointSpec,
@@ -42,6 +43,7 @@ class AggregatorPlan:
     join_timeout_seconds: float
     max_concurrent_streams: int
     pod: PodTemplateSpec
+    privacy: PrivacySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class ClientPlan:
     train: TrainSettings
     seed: int
     pod: PodTemplateSpec
+    privacy: PrivacySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
     checkpoint = spec.checkpoint
     if checkpoint.uri is None and checkpoint_uri is not None:
         checkpoint = replace(checkpoint, uri=checkpoint_uri)
+    privacy = None if spec.privacy is None else privacy_settings(
+        spec.privacy, spec.clients.sampling, spec.data.partitions, sample_size(spec), spec.clients.min_available)
     aggregator = AggregatorPlan(
         job=job.name,
         rounds=spec.rounds,
@@ -111,6 +116,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         join_timeout_seconds=spec.clients.join_timeout_seconds,
         max_concurrent_streams=spec.transport.max_concurrent_streams,
         pod=spec.template.aggregator,
+        privacy=privacy,
     )
     train = TrainSettings(spec.clients.local_epochs, spec.clients.batch_size, spec.clients.optimizer)
     clients = tuple(
@@ -123,6 +129,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             train=train,
             seed=spec.seed,
             pod=client_pod_template(job, p),
+            privacy=privacy,
         )
         for p in range(spec.data.partitions)
     )

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fedkube.plan import ClientPlan
+from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
@@ -60,6 +61,7 @@ class Client:
         self.device = pick_device()
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
+        self.privacy = client_privacy(plan.privacy)
         self.channel = grpc.insecure_channel(options.target, options=GRPC_OPTIONS)
         self.stub = pb_grpc.AggregatorStub(self.channel)
         self.session = ""
@@ -101,12 +103,14 @@ class Client:
     def train_round(self, info: pb.RoundInfo, global_weights: Weights) -> Iterator[pb.Envelope]:
         set_weights(self.model, global_weights)
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
-        result = self.task.train(self.model, self.data, self.plan.train, self.device, seed)
-        delta = subtract(get_weights(self.model), global_weights)
+        config = json.loads(info.config_json or "{}")
+        result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
+        delta, privacy_metrics = self.privacy.release(subtract(get_weights(self.model), global_weights), config)
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(result.metrics))
         yield pb.Envelope(update=pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket,
-            num_examples=result.num_examples, metrics=result.metrics, tensors=[s.header() for s in specs_of(delta)]))
+            num_examples=result.num_examples, metrics={**result.metrics, **privacy_metrics},
+            tensors=[s.header() for s in specs_of(delta)]))
         yield from data_envelopes(delta.values())
 
     def run(self) -> int:
