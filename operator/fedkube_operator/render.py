@@ -42,6 +42,7 @@ TRANSPORT_DIR = "/etc/fedkube/tls"
 OUTPUT_DIR = "/var/lib/fedkube"
 DEFAULT_CHECKPOINT_DIR = f"{OUTPUT_DIR}/checkpoints"
 TMP_DIR = "/tmp"
+TERMINATION_LOG = "/dev/termination-log"  # the aggregator leaves its final status document here
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,7 @@ def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt:
         **container,
         "env": _env(plan.name, template),
         "securityContext": container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if template.resources:
@@ -264,7 +266,7 @@ def render_aggregator_pod(plan: JobPlan, owner: Owner, config: RenderConfig, att
                         "persistentVolumeClaim": {"claimName": checkpoint_claim_name(plan.name)}})
         mounts.append({"name": "checkpoints", "mountPath": storage.mount_path})
     command = ["fedkube", "aggregator", "--manifest", MANIFEST_PATH, "--port", str(GRPC_PORT),
-               "--status-port", str(STATUS_PORT), "--output-dir", OUTPUT_DIR]
+               "--status-port", str(STATUS_PORT), "--output-dir", OUTPUT_DIR, "--termination-log", TERMINATION_LOG]
     if storage.uri_argument is not None:
         command += ["--checkpoint-uri", storage.uri_argument]
     container: dict[str, Any] = {
