@@ -16,7 +16,6 @@ from hypothesis.extra.numpy import arrays
 from scipy import stats
 from test_spec import mutate
 
-from fedkube.aggregator.accumulate import UpdateRejected
 from fedkube.plan import make_plan
 from fedkube.privacy.accountant import Accountant, RoundEvent
 from fedkube.privacy.adaptive import AdaptiveClipNorm, unclipped_indicator
@@ -191,19 +190,21 @@ def test_client_release_clips_and_reports_the_indicator():
         release.release(big, {})
 
 
-def test_aggregator_rejects_an_update_above_the_clip_norm_and_keeps_the_sum_clean():
+def test_aggregator_clips_an_update_above_the_clip_norm_before_it_joins_the_sum():
     mechanism = ClientLevelDP(make_settings(clipping_norm=1.0))
     update = {"w": np.full((10, 10), 0.05, np.float32)}  # norm 0.5
     accumulated = mechanism.new_sum(specs_of(update))
     fold = accumulated.begin(1.0)
     fold.add(0, 0, update["w"].tobytes())
     fold.commit()
+    assert np.array_equal(accumulated.sums[0], update["w"])  # within the bound: untouched
     rogue = accumulated.begin(1.0)
-    rogue.add(0, 0, np.full((10, 10), 0.5, np.float32).tobytes())  # norm 5
-    with pytest.raises(UpdateRejected) as info:
-        rogue.commit()
-    assert info.value.reason == "norm_exceeded"
-    assert accumulated.count == 1 and np.allclose(accumulated.sums[0], update["w"])
+    rogue.add_dense(0, 0, np.full(50, 0.5, np.float32))  # norm 3.54, in two pieces
+    rogue.add_sparse(0, np.arange(50, 100), np.full(50, 0.5, np.float32))
+    rogue.commit()
+    assert accumulated.count == 2
+    assert l2_norm([accumulated.sums[0] - update["w"]]) <= 1.0
+    assert l2_norm([accumulated.sums[0] - update["w"]]) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_adaptive_clipping_converges_to_the_target_quantile():

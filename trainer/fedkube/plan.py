@@ -14,6 +14,7 @@ from fedkube.privacy.settings import PrivacySettings, privacy_settings
 from fedkube.spec import FederatedJob, sample_size
 from fedkube.spec.model import (
     CheckpointSpec,
+    CompressionSpec,
     OptimizerSpec,
     PartitionerSpec,
     PodTemplateSpec,
@@ -44,6 +45,7 @@ class AggregatorPlan:
     max_concurrent_streams: int
     pod: PodTemplateSpec
     privacy: PrivacySettings | None = None
+    compression: CompressionSpec = CompressionSpec()
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class ClientPlan:
     train: TrainSettings
     seed: int
     pod: PodTemplateSpec
+    strategy: StrategySpec = StrategySpec()        # FedProx and SCAFFOLD change local training
+    compression: CompressionSpec = CompressionSpec()
     privacy: PrivacySettings | None = None
 
 
@@ -117,6 +121,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         max_concurrent_streams=spec.transport.max_concurrent_streams,
         pod=spec.template.aggregator,
         privacy=privacy,
+        compression=spec.compression,
     )
     train = TrainSettings(spec.clients.local_epochs, spec.clients.batch_size, spec.clients.optimizer)
     clients = tuple(
@@ -129,6 +134,8 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             train=train,
             seed=spec.seed,
             pod=client_pod_template(job, p),
+            strategy=spec.strategy,
+            compression=spec.compression,
             privacy=privacy,
         )
         for p in range(spec.data.partitions)

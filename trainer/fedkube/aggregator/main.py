@@ -22,7 +22,7 @@ import torch
 
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.servicer import AggregatorServicer
-from fedkube.aggregator.status import StatusBoard, serve_status
+from fedkube.aggregator.status import StatusBoard, serve_status, termination_message
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.plan import AggregatorPlan
 from fedkube.privacy.base import BUDGET_EXHAUSTED
@@ -48,6 +48,7 @@ class ServeOptions:
     status_port: int = 8080
     output_dir: Path = Path("/var/run/fedkube")
     ready_file: Path | None = None
+    termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
 
 
 class Evaluator:
@@ -92,6 +93,7 @@ def history_entry(outcome: RoundOutcome, completed: bool, evaluation: dict[str, 
         "seconds": round(outcome.seconds, 4),
         "bytes_in": outcome.bytes_in,
         "bytes_out": outcome.bytes_out,
+        "compression_ratio": None if outcome.compression_ratio is None else round(outcome.compression_ratio, 3),
         **train,
     }
 
@@ -113,10 +115,11 @@ class Aggregator:
         self.weights: Weights = get_weights(model)
         self.evaluate = Evaluator(self.task, model)
         self.privacy = aggregator_privacy(plan.privacy)
-        self.strategy: Strategy = self.privacy.wrap(build_strategy(plan.strategy))
+        self.strategy: Strategy = self.privacy.wrap(build_strategy(plan.strategy, plan.num_partitions))
         self.coordinator = Coordinator(plan)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts, privacy=self.privacy.status())
-        self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints")
+        self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
+                                plan.checkpoint.endpoint_url)
         self.next_round = 1
 
     def _client_counts(self) -> dict[str, int]:
@@ -222,6 +225,11 @@ class Aggregator:
         self.board.phase = "Succeeded" if end.succeeded else "Failed"
         self.board.message, self.board.reason = end.message, end.reason
         self.publish()
+        if self.options.termination_log is not None:
+            try:
+                self.options.termination_log.write_text(termination_message(self.board.document()))
+            except OSError as exc:
+                log.warning("could not write the termination message: %s", exc)
         await self.coordinator.finish(end)
         await self.linger()
         await server.stop(grace=1.0)

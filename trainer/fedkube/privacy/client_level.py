@@ -1,8 +1,9 @@
 """Client-level DP-FedAvg (McMahan et al. 2018): clip every update, add Gaussian noise to the sum.
 
-Clients clip their own update to the round's clip norm C (the aggregator folds chunks as they
-stream, so it never holds a whole update to clip); in `central` placement the aggregator checks
-each update's norm as it folds it and rejects any above C, then adds N(0, (z C)^2) to the sum.
+Clients clip their own update to the round's clip norm C. In `central` placement the aggregator
+also measures each update's norm as its chunks fold in and, should a decoded update (after lossy
+compression, or from a client that did not clip) exceed C, scales its folded chunks down to C
+before committing it; then it adds N(0, (z C)^2) to the sum.
 In `distributed` placement each client adds its share (see `noise`) and the aggregator adds
 nothing. Updates are summed with weight 1, not by example count, which would be unbounded and
 private; the sum is divided by the number of reports (fixed-size sampling) or by the expected
@@ -17,39 +18,46 @@ from typing import Any
 
 import numpy as np
 
-from fedkube.aggregator.accumulate import UpdateFold, UpdateRejected, WeightedSum
+from fedkube.aggregator.accumulate import UpdateFold, WeightedSum
 from fedkube.privacy.accountant import Accountant, RoundEvent
 from fedkube.privacy.adaptive import AdaptiveClipNorm
 from fedkube.privacy.base import CONFIG_KEY, UNCLIPPED_METRIC, AggregatorPrivacy, budget_message, scrub
+from fedkube.privacy.clipping import SHRINK
 from fedkube.privacy.noise import add_gaussian, noise_generator
 from fedkube.privacy.settings import PrivacySettings
 from fedkube.protocol.tensors import TensorSpec
-from fedkube.strategies import Strategy, Weights
+from fedkube.strategies import Accumulator, Strategy, Weights
 
 log = logging.getLogger(__name__)
 
-# An update may exceed the clip norm by float rounding only.
-NORM_TOLERANCE = 1e-4
-
-
 class ClippedFold(UpdateFold):
-    """One update entering a ClippedSum: weight 1, and its L2 norm measured chunk by chunk."""
+    """One update entering a ClippedSum: weight 1, its L2 norm measured chunk by chunk, clipped on commit."""
 
     def __init__(self, target: ClippedSum) -> None:
         super().__init__(target, 1.0)
         self.bound = target.bound
         self.squared = 0.0
 
-    def add(self, index: int, offset: int, chunk: bytes) -> None:
-        super().add(index, offset, chunk)
-        values = np.frombuffer(chunk, dtype=self.target.specs[index].dtype).astype(np.float64)
-        self.squared += float(np.dot(values, values))
+    def _measure(self, values: np.ndarray) -> None:
+        wide = values.astype(np.float64)
+        self.squared += float(np.dot(wide, wide))
+
+    def add_dense(self, index: int, start: int, values: np.ndarray) -> None:
+        super().add_dense(index, start, values)
+        self._measure(values)
+
+    def add_sparse(self, index: int, positions: np.ndarray, values: np.ndarray) -> None:
+        super().add_sparse(index, positions, values)
+        self._measure(values)
 
     def commit(self) -> None:
+        """Scale the folded update down to the bound if it exceeds it (the chunks are still held)."""
         norm = math.sqrt(self.squared)
-        if self.bound is not None and norm > self.bound * (1 + NORM_TOLERANCE):
-            self.abort()
-            raise UpdateRejected("norm_exceeded", f"update norm {norm:.6g} exceeds the clipping norm {self.bound:.6g}")
+        if self.bound is not None and norm > self.bound:
+            excess = 1 - self.bound / norm * (1 - SHRINK)
+            for index, where, values in self._folded:
+                self.target._flat[index][where] -= values * (self.weight * excess)
+            log.info("an update of norm %.6g was clipped to %.6g at the aggregator", norm, self.bound)
         super().commit()
 
 
@@ -69,13 +77,19 @@ class PrivateStrategy(Strategy):
     """Any sum-based strategy, fed the noised mean of clipped updates instead of the weighted mean."""
 
     def __init__(self, inner: Strategy, mechanism: ClientLevelDP) -> None:
+        super().__init__(inner.server_lr)
         self.inner, self.mechanism = inner, mechanism
         self.name = inner.name
 
-    def new_round(self, specs: list[TensorSpec]) -> WeightedSum:
+    def broadcast(self, weights: Weights) -> Weights:
+        return self.inner.broadcast(weights)
+
+    def new_round(self, specs: list[TensorSpec]) -> Accumulator:
         return self.mechanism.new_sum(specs)
 
-    def apply(self, weights: Weights, accumulated: WeightedSum) -> Weights:
+    def apply(self, weights: Weights, accumulated: Accumulator) -> Weights:
+        if not isinstance(accumulated, WeightedSum):
+            raise TypeError(f"client-level DP noises a sum, got {type(accumulated).__name__}")
         self.mechanism.noise_sum(accumulated)
         return self.inner.apply(weights, accumulated)
 
