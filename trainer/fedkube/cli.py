@@ -10,9 +10,16 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedkube import __version__
+from fedkube.secure import DEFAULT_TLS_DIR
 from fedkube.spec import FederatedJob, SpecError, load_file
+
+if TYPE_CHECKING:
+    from fedkube.secure.tls import Identity
+
+TLS_HELP = "directory with ca.crt, tls.crt and tls.key for mutual TLS (unused when spec.transport.tls is false)"
 
 
 def _load_one(path: str, check_entrypoint: bool = True) -> FederatedJob:
@@ -49,6 +56,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_local(job, run_dir.resolve(), resume=args.resume)
 
 
+def _tls_identity(job: FederatedJob, tls_dir: str) -> Identity | None:
+    """The process's mTLS material, or None (with a loud warning) when the spec turns TLS off."""
+    from fedkube.secure.tls import Identity
+
+    if job.spec.transport.tls is False:
+        logging.getLogger("fedkube").warning(
+            "spec.transport.tls is false: MUTUAL TLS IS OFF for job %s; never do this outside debugging", job.name)
+        return None
+    return Identity.read(Path(tls_dir))
+
+
 def cmd_aggregator(args: argparse.Namespace) -> int:
     from fedkube.aggregator.main import ServeOptions, run_aggregator
     from fedkube.plan import make_plan
@@ -57,7 +75,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir).resolve()
     plan = make_plan(job, checkpoint_uri=args.checkpoint_uri or f"file://{output_dir}/checkpoints")
     options = ServeOptions(args.host, args.port, args.status_port, output_dir,
-                           Path(args.ready_file) if args.ready_file else None)
+                           Path(args.ready_file) if args.ready_file else None, _tls_identity(job, args.tls_dir))
     return run_aggregator(plan.aggregator, options)
 
 
@@ -71,7 +89,8 @@ def cmd_client(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     plan = make_plan(job).clients[args.partition]
-    return run_client(plan, ConnectOptions(args.aggregator, args.reconnect_timeout))
+    return run_client(plan, ConnectOptions(args.aggregator, args.reconnect_timeout,
+                                           tls=_tls_identity(job, args.tls_dir)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="/var/run/fedkube")
     p.add_argument("--checkpoint-uri", help="overrides spec.checkpoint.uri")
     p.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
+    p.add_argument("--tls-dir", default=str(DEFAULT_TLS_DIR), help=TLS_HELP)
     p.set_defaults(func=cmd_aggregator)
 
     p = sub.add_parser("client", help="train one partition (what a client pod runs)")
@@ -106,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", type=int, required=True)
     p.add_argument("--aggregator", required=True, help="HOST:PORT of the aggregator")
     p.add_argument("--reconnect-timeout", type=float, default=300.0)
+    p.add_argument("--tls-dir", default=str(DEFAULT_TLS_DIR), help=TLS_HELP)
     p.set_defaults(func=cmd_client)
     return parser
 

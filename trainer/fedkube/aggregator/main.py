@@ -21,12 +21,14 @@ import grpc
 import torch
 
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
+from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
 from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.aggregator.status import StatusBoard, serve_status
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.plan import AggregatorPlan
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import specs_of
+from fedkube.secure.tls import Identity
 from fedkube.stores import open_store
 from fedkube.strategies import Strategy, Weights, build_strategy
 from fedkube.tasks import Task, load_task
@@ -46,6 +48,7 @@ class ServeOptions:
     status_port: int = 8080
     output_dir: Path = Path("/var/run/fedkube")
     ready_file: Path | None = None
+    tls: Identity | None = None  # None: plaintext, only when the spec opts out
 
 
 class Evaluator:
@@ -112,6 +115,7 @@ class Aggregator:
         self.evaluate = Evaluator(self.task, model)
         self.strategy: Strategy = build_strategy(plan.strategy)
         self.coordinator = Coordinator(plan)
+        self.guard = PeerGuard(plan.job, tls=options.tls is not None)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints")
         self.next_round = 1
@@ -121,7 +125,7 @@ class Aggregator:
         return {"joined": len(c.live), "selected": len(state.selected) if state else 0,
                 "reported": len(state.reported) if state else 0,
                 "dropped": c.dropped_total, "rejected": sum(c.rejected_total.values()),
-                **{f"rejected_{k}": v for k, v in sorted(c.rejected_total.items())}}
+                **{f"rejected_{k}": v for k, v in sorted(c.rejected_total.items())}, **self.guard.counts()}
 
     def resume(self) -> None:
         checkpoint = latest_checkpoint(self.store)
@@ -184,9 +188,16 @@ class Aggregator:
         self.options.output_dir.mkdir(parents=True, exist_ok=True)
         self.resume()
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(self.coordinator, self.board.document), server)
-        port = server.add_insecure_port(f"{self.options.host}:{self.options.port}")
+        pb_grpc.add_AggregatorServicer_to_server(
+            AggregatorServicer(self.coordinator, self.board.document, self.guard), server)
+        address = f"{self.options.host}:{self.options.port}"
+        if self.options.tls is None:
+            log.warning(INSECURE_WARNING)
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, self.guard.server_credentials(self.options.tls))
         await server.start()
+        watcher = asyncio.create_task(self.guard.watch())
         http = await serve_status(self.board.document, self.options.host, self.options.status_port)
         status_port = http.sockets[0].getsockname()[1]
         log.info("aggregator for job %s serving gRPC on %d, status on %d", self.plan.job, port, status_port)
@@ -203,6 +214,7 @@ class Aggregator:
         self.publish()
         await self.coordinator.finish(end)
         await self.linger()
+        watcher.cancel()
         await server.stop(grace=1.0)
         http.close()
         log.info("job %s %s: %s", self.plan.job, self.board.phase.lower(), end.message)

@@ -99,8 +99,6 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
         errors.append(_not_yet("spec.privacy", "differential privacy"))
     if spec.compression.kind not in SUPPORTED_COMPRESSION:
         errors.append(_not_yet("spec.compression.kind", f"compression {spec.compression.kind!r}"))
-    if spec.transport.tls:
-        errors.append(_not_yet("spec.transport.tls", "mutual TLS"))
     if spec.data.sources:
         errors.append(_not_yet("spec.data.sources", "per-partition data sources"))
     if spec.scheduling.gang:
