@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedkube import __version__
+from fedkube import __version__, checkpoint_cli
 from fedkube.secure import DEFAULT_TLS_DIR
 from fedkube.spec import FederatedJob, SpecError, load_file
 
@@ -75,7 +75,9 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir).resolve()
     plan = make_plan(job, checkpoint_uri=args.checkpoint_uri or f"file://{output_dir}/checkpoints")
     options = ServeOptions(args.host, args.port, args.status_port, output_dir,
-                           Path(args.ready_file) if args.ready_file else None, _tls_identity(job, args.tls_dir))
+                           Path(args.ready_file) if args.ready_file else None,
+                           Path(args.termination_log) if args.termination_log else None,
+                           tls=_tls_identity(job, args.tls_dir))
     return run_aggregator(plan.aggregator, options)
 
 
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="/var/run/fedkube")
     p.add_argument("--checkpoint-uri", help="overrides spec.checkpoint.uri")
     p.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
+    p.add_argument("--termination-log", help="write the final status document here (a pod's termination message)")
     p.add_argument("--tls-dir", default=str(DEFAULT_TLS_DIR), help=TLS_HELP)
     p.set_defaults(func=cmd_aggregator)
 
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reconnect-timeout", type=float, default=300.0)
     p.add_argument("--tls-dir", default=str(DEFAULT_TLS_DIR), help=TLS_HELP)
     p.set_defaults(func=cmd_client)
+
+    checkpoint_cli.add_parser(sub)
     return parser
 
 

@@ -23,7 +23,7 @@ import torch
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
 from fedkube.aggregator.servicer import AggregatorServicer
-from fedkube.aggregator.status import StatusBoard, serve_status
+from fedkube.aggregator.status import StatusBoard, serve_status, termination_message
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.plan import AggregatorPlan
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
@@ -48,6 +48,7 @@ class ServeOptions:
     status_port: int = 8080
     output_dir: Path = Path("/var/run/fedkube")
     ready_file: Path | None = None
+    termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
     tls: Identity | None = None  # None: plaintext, only when the spec opts out
 
 
@@ -93,6 +94,7 @@ def history_entry(outcome: RoundOutcome, completed: bool, evaluation: dict[str, 
         "seconds": round(outcome.seconds, 4),
         "bytes_in": outcome.bytes_in,
         "bytes_out": outcome.bytes_out,
+        "compression_ratio": None if outcome.compression_ratio is None else round(outcome.compression_ratio, 3),
         **train,
     }
 
@@ -113,11 +115,12 @@ class Aggregator:
         model = self.task.build_model()
         self.weights: Weights = get_weights(model)
         self.evaluate = Evaluator(self.task, model)
-        self.strategy: Strategy = build_strategy(plan.strategy)
+        self.strategy: Strategy = build_strategy(plan.strategy, plan.num_partitions)
         self.coordinator = Coordinator(plan)
         self.guard = PeerGuard(plan.job, tls=options.tls is not None)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
-        self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints")
+        self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
+                                plan.checkpoint.endpoint_url)
         self.next_round = 1
 
     def _client_counts(self) -> dict[str, int]:
@@ -212,6 +215,11 @@ class Aggregator:
         self.board.phase = "Succeeded" if end.succeeded else "Failed"
         self.board.message = end.message
         self.publish()
+        if self.options.termination_log is not None:
+            try:
+                self.options.termination_log.write_text(termination_message(self.board.document()))
+            except OSError as exc:
+                log.warning("could not write the termination message: %s", exc)
         await self.coordinator.finish(end)
         await self.linger()
         watcher.cancel()
