@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 import torch
 
+from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
@@ -110,6 +111,7 @@ class Client:
         yield from data_envelopes(delta.values())
 
     def run(self) -> int:
+        set_context(job=self.plan.job, partition=self.plan.partition)
         self.join()
         while True:
             task = self._retrying("waiting for a round", self._next_task)
@@ -117,6 +119,7 @@ class Client:
                 log.info("job over (%s): %s", "succeeded" if task.succeeded else "failed", task.message)
                 return 0
             info, weights = task
+            set_context(round=info.round)
             try:
                 reply = self.stub.SubmitUpdate(self.train_round(info, weights))
             except grpc.RpcError as exc:  # the round may have closed under us; the next one goes on
