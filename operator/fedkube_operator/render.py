@@ -41,6 +41,7 @@ TRANSPORT_DIR = "/etc/fedkube/tls"
 OUTPUT_DIR = "/var/lib/fedkube"
 DEFAULT_CHECKPOINT_DIR = f"{OUTPUT_DIR}/checkpoints"
 TMP_DIR = "/tmp"
+TERMINATION_LOG = "/dev/termination-log"  # the aggregator leaves its final status document here
 # Numeric, so the kubelet can check runAsNonRoot without reading the image's /etc/passwd.
 POD_USER = 1000
 
@@ -239,6 +240,7 @@ def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt:
         **container,
         "env": _env(plan.name, template),
         "securityContext": _container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if template.resources:
@@ -276,7 +278,8 @@ def render_aggregator_pod(plan: JobPlan, owner: Owner, config: RenderConfig, att
                         "persistentVolumeClaim": {"claimName": checkpoint_claim_name(plan.name)}})
         mounts.append({"name": "checkpoints", "mountPath": storage.mount_path})
     command = ["fedkube", "aggregator", "--manifest", MANIFEST_PATH, "--port", str(GRPC_PORT),
-               "--status-port", str(STATUS_PORT), "--metrics-port", str(METRICS_PORT), "--output-dir", OUTPUT_DIR]
+               "--status-port", str(STATUS_PORT), "--metrics-port", str(METRICS_PORT), "--output-dir", OUTPUT_DIR,
+               "--termination-log", TERMINATION_LOG]
     if storage.uri_argument is not None:
         command += ["--checkpoint-uri", storage.uri_argument]
     container: dict[str, Any] = {

@@ -20,7 +20,8 @@ plays the node. For every Pod in its namespace it:
   message (the last log lines with FallbackToLogsOnError);
 - kills the process when its Pod is deleted.
 
-The image is ignored: the command runs from this machine's PATH (the project's venv first).
+The image is ignored: the command runs from this machine's PATH (the project's venv first), with
+the source tree under test on PYTHONPATH, as the image would carry it.
 Every pod's aggregator listens on the same fixed ports, so run one job at a time.
 """
 
@@ -30,6 +31,7 @@ import base64
 import json
 import math
 import os
+import queue
 import shlex
 import shutil
 import signal
@@ -80,6 +82,7 @@ class Kubelet:
     gpus: int = 0
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)  # the node's allocatable CPUs
     bin_dirs: tuple[str, ...] = ()
+    python_path: tuple[str, ...] = ()  # the source roots under test: what the image would carry
     poll_seconds: float = 0.2
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedkube-kubelet-", dir="/var/tmp")))
 
@@ -90,17 +93,23 @@ class Kubelet:
         self.logs: dict[str, Path] = {}  # pod name -> log of its latest run
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="kubelet-stand-in", daemon=True)
+        # Status patches go out in order from their own thread, so a slow kubectl never delays a pod's start.
+        self._patches: queue.Queue[tuple[str, Mapping[str, Any]] | None] = queue.Queue()
+        self._patcher = threading.Thread(target=self._send_patches, name="kubelet-patches", daemon=True)
         self._lock = threading.Lock()
         self.errors: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Kubelet:
         self._thread.start()
+        self._patcher.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+        self._patches.put(None)
+        self._patcher.join(30)
         with self._lock:
             for pod in list(self.running.values()):
                 self._terminate(pod, grace=1.0)
@@ -131,6 +140,13 @@ class Kubelet:
             raise
 
     def _patch_status(self, name: str, status: Mapping[str, Any]) -> None:
+        self._patches.put((name, status))
+
+    def _send_patches(self) -> None:
+        while (item := self._patches.get()) is not None:
+            self._send_patch(*item)
+
+    def _send_patch(self, name: str, status: Mapping[str, Any]) -> None:
         result = subprocess.run(
             [self.kubectl, "--kubeconfig", str(self.kubeconfig), "-n", self.namespace, "patch", "pod", name,
              "--subresource=status", "--type=merge", "-p", json.dumps({"status": status})],
@@ -253,6 +269,8 @@ class Kubelet:
     def _env(self, pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, str]:
         env = {"PATH": os.pathsep.join([*self.bin_dirs, "/usr/local/bin", "/usr/bin", "/bin"]),
                "HOSTNAME": pod["metadata"]["name"], "LANG": "C.UTF-8"}
+        if self.python_path:
+            env["PYTHONPATH"] = os.pathsep.join(self.python_path)
         fields = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": self.namespace,
                   "metadata.uid": pod["metadata"]["uid"], "status.podIP": "127.0.0.1"}
         for source in container.get("envFrom") or []:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedkube import __version__
+from fedkube import __version__, checkpoint_cli
 from fedkube.logs import FORMATS, setup_logging
 from fedkube.spec import FederatedJob, SpecError, load_file
 
@@ -76,7 +76,8 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir).resolve()
     plan = make_plan(job, checkpoint_uri=args.checkpoint_uri or f"file://{output_dir}/checkpoints")
     options = ServeOptions(args.host, args.port, args.status_port, args.metrics_port, output_dir,
-                           Path(args.ready_file) if args.ready_file else None)
+                           Path(args.ready_file) if args.ready_file else None,
+                           Path(args.termination_log) if args.termination_log else None)
     return run_aggregator(plan.aggregator, options)
 
 
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="/var/run/fedkube")
     p.add_argument("--checkpoint-uri", help="overrides spec.checkpoint.uri")
     p.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
+    p.add_argument("--termination-log", help="write the final status document here (a pod's termination message)")
     p.set_defaults(func=cmd_aggregator)
 
     p = sub.add_parser("client", parents=[common], help="train one partition (what a client pod runs)")
@@ -147,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a run directory (runs/NAME), or file:// or s3:// checkpoints (root or round folder)")
     p.add_argument("--output", "-o", help="folder for the report (default RUN_DIR/report, else ./report-JOB)")
     p.set_defaults(func=cmd_report)
+
+    checkpoint_cli.add_parser(sub)
     return parser
 
 

@@ -25,7 +25,7 @@ import torch
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.metrics import exposition
 from fedkube.aggregator.servicer import AggregatorServicer
-from fedkube.aggregator.status import StatusBoard, serve_http, status_routes
+from fedkube.aggregator.status import StatusBoard, serve_http, status_routes, termination_message
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.logs import set_context
 from fedkube.plan import METRICS_PORT, STATUS_PORT, AggregatorPlan
@@ -51,6 +51,7 @@ class ServeOptions:
     metrics_port: int = METRICS_PORT
     output_dir: Path = Path("/var/run/fedkube")
     ready_file: Path | None = None
+    termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
 
 
 class Evaluator:
@@ -128,7 +129,8 @@ class Aggregator:
         self.strategy: Strategy = build_strategy(plan.strategy)
         self.coordinator = Coordinator(plan)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
-        self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints")
+        self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
+                                plan.checkpoint.endpoint_url)
         self.next_round = 1
 
     def _client_counts(self) -> dict[str, int]:
@@ -228,6 +230,11 @@ class Aggregator:
         self.board.phase = "Succeeded" if end.succeeded else "Failed"
         self.board.message = end.message
         self.publish()
+        if self.options.termination_log is not None:
+            try:
+                self.options.termination_log.write_text(termination_message(self.board.document()))
+            except OSError as exc:
+                log.warning("could not write the termination message: %s", exc)
         await self.coordinator.finish(end)
         await self.linger()
         await server.stop(grace=1.0)

@@ -48,6 +48,19 @@ class StatusBoard:
         }
 
 
+def termination_message(document: dict[str, Any], limit: int = 4096) -> str:
+    """The status document as a pod's termination message: Kubernetes keeps only `limit` bytes,
+    so the oldest rounds of the history are left out until it fits."""
+    doc = dict(document)
+    history = list(doc.get("history") or [])
+    while True:
+        doc["history"] = history
+        text = json.dumps(doc, separators=(",", ":"))
+        if len(text.encode()) <= limit or not history:
+            return text
+        history = history[max(1, len(history) // 4):]
+
+
 Route = Callable[[], tuple[bytes, str]]
 
 
