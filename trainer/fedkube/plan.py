@@ -13,6 +13,7 @@ from typing import Any
 from fedkube.spec import FederatedJob, sample_size
 from fedkube.spec.model import (
     CheckpointSpec,
+    CompressionSpec,
     OptimizerSpec,
     PartitionerSpec,
     PodTemplateSpec,
@@ -43,6 +44,7 @@ class AggregatorPlan:
     join_timeout_seconds: float
     max_concurrent_streams: int
     pod: PodTemplateSpec
+    compression: CompressionSpec = CompressionSpec()
     # The validated manifest, kept in checkpoints so a report can show the configuration.
     manifest: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -68,6 +70,8 @@ class ClientPlan:
     train: TrainSettings
     seed: int
     pod: PodTemplateSpec
+    strategy: StrategySpec = StrategySpec()        # FedProx and SCAFFOLD change local training
+    compression: CompressionSpec = CompressionSpec()
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         join_timeout_seconds=spec.clients.join_timeout_seconds,
         max_concurrent_streams=spec.transport.max_concurrent_streams,
         pod=spec.template.aggregator,
+        compression=spec.compression,
         manifest=job.manifest,
     )
     train = TrainSettings(spec.clients.local_epochs, spec.clients.batch_size, spec.clients.optimizer)
@@ -127,6 +132,8 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             train=train,
             seed=spec.seed,
             pod=client_pod_template(job, p),
+            strategy=spec.strategy,
+            compression=spec.compression,
         )
         for p in range(spec.data.partitions)
     )

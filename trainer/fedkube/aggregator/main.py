@@ -96,6 +96,7 @@ def history_entry(outcome: RoundOutcome, completed: bool, evaluation: dict[str, 
         "seconds": round(outcome.seconds, 4),
         "bytes_in": outcome.bytes_in,
         "bytes_out": outcome.bytes_out,
+        "compression_ratio": None if outcome.compression_ratio is None else round(outcome.compression_ratio, 3),
         **train,
     }
 
@@ -126,7 +127,7 @@ class Aggregator:
         model = self.task.build_model()
         self.weights: Weights = get_weights(model)
         self.evaluate = Evaluator(self.task, model)
-        self.strategy: Strategy = build_strategy(plan.strategy)
+        self.strategy: Strategy = build_strategy(plan.strategy, plan.num_partitions)
         self.coordinator = Coordinator(plan)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",

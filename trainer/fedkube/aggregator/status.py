@@ -42,7 +42,9 @@ class StatusBoard:
             "clients": self.clients(),
             "metrics": {"accuracy": last.get("accuracy"), "loss": last.get("loss"),
                         "bytes_in": sum(h["bytes_in"] for h in self.history),
-                        "bytes_out": sum(h["bytes_out"] for h in self.history)},
+                        "bytes_out": sum(h["bytes_out"] for h in self.history),
+                        "round_bytes_in": last.get("bytes_in"), "round_bytes_out": last.get("bytes_out"),
+                        "compression_ratio": last.get("compression_ratio")},
             "checkpoint": self.checkpoint,
             "history": self.history,
         }
