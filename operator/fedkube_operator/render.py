@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from fedkube.plan import GRPC_PORT, STATUS_PORT, JobPlan
+from fedkube.plan import GRPC_PORT, METRICS_PORT, STATUS_PORT, JobPlan
 from fedkube.secure import DEFAULT_TLS_DIR
 from fedkube.secure.tls import AGGREGATOR as AGGREGATOR_IDENTITY
 from fedkube.secure.tls import CA_FILE, CERT_FILE, KEY_FILE, Identity, client_identity, make_transport_material
@@ -164,6 +164,7 @@ def render_aggregator_service(plan: JobPlan, owner: Owner) -> dict[str, Any]:
                 {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
                  "appProtocol": "grpc"},
                 {"name": "status", "port": STATUS_PORT, "targetPort": "status", "protocol": "TCP"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
             ],
         },
     }
@@ -279,14 +280,16 @@ def render_aggregator_pod(plan: JobPlan, owner: Owner, config: RenderConfig, att
                         "persistentVolumeClaim": {"claimName": checkpoint_claim_name(plan.name)}})
         mounts.append({"name": "checkpoints", "mountPath": storage.mount_path})
     command = ["fedkube", "aggregator", "--manifest", MANIFEST_PATH, "--port", str(GRPC_PORT),
-               "--status-port", str(STATUS_PORT), "--output-dir", OUTPUT_DIR, "--termination-log", TERMINATION_LOG]
+               "--status-port", str(STATUS_PORT), "--metrics-port", str(METRICS_PORT), "--output-dir", OUTPUT_DIR,
+               "--termination-log", TERMINATION_LOG]
     if storage.uri_argument is not None:
         command += ["--checkpoint-uri", storage.uri_argument]
     container: dict[str, Any] = {
         "name": "aggregator",
         "command": command,
         "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-                  {"name": "status", "containerPort": STATUS_PORT, "protocol": "TCP"}],
+                  {"name": "status", "containerPort": STATUS_PORT, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 5},
         "volumeMounts": mounts,
     }

@@ -150,7 +150,7 @@ def test_commands_match_the_runtime_contract() -> None:
     plan = plan_of()
     aggregator = render_aggregator_pod(plan, OWNER, CONFIG)["spec"]["containers"][0]["command"]
     assert aggregator == ["fedkube", "aggregator", "--manifest", "/etc/fedkube/job/manifest.yaml", "--port", "7070",
-                          "--status-port", "8080", "--output-dir", "/var/lib/fedkube",
+                          "--status-port", "8080", "--metrics-port", "9090", "--output-dir", "/var/lib/fedkube",
                           "--termination-log", "/dev/termination-log",
                           "--checkpoint-uri", "file:///var/lib/fedkube/checkpoints"]
     assert build_parser().parse_args(aggregator[1:]).termination_log == "/dev/termination-log"
@@ -245,11 +245,21 @@ def test_configmap_holds_the_validated_defaulted_manifest_and_is_immutable() -> 
     assert parse_manifest(stored, check_entrypoint=False).spec == parse_manifest(manifest(), False).spec
 
 
-def test_service_selects_the_aggregator_on_both_ports() -> None:
+def test_service_selects_the_aggregator_on_every_port() -> None:
     (service,) = [o for o in render_job_objects(plan_of(), OWNER, CONFIG) if o["kind"] == "Service"]
     assert service["metadata"]["name"] == "digits-aggregator"
     assert service["spec"]["selector"] == {"fedkube.io/job": "digits", "fedkube.io/role": "aggregator"}
-    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": 7070, "status": 8080}
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": 7070, "status": 8080, "metrics": 9090}
+
+
+def test_named_metrics_port_for_a_service_monitor() -> None:
+    """A ServiceMonitor selects the Service's `metrics` port, which must name a container port serving it."""
+    (service,) = [o for o in render_job_objects(plan_of(), OWNER, CONFIG) if o["kind"] == "Service"]
+    (container,) = render_aggregator_pod(plan_of(), OWNER, CONFIG)["spec"]["containers"]
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == "metrics"]
+    (target,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
+    command = container["command"]
+    assert str(target["containerPort"]) == command[command.index("--metrics-port") + 1]
 
 
 def test_slot_names() -> None:

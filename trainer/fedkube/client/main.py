@@ -20,6 +20,7 @@ import torch
 
 from fedkube.client.corrections import LocalCorrections
 from fedkube.compression import build_codec
+from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
@@ -139,6 +140,7 @@ class Client:
         yield from data_envelopes(wire.values())
 
     def run(self) -> int:
+        set_context(job=self.plan.job, partition=self.plan.partition)
         self.join()
         while True:
             task = self._retrying("waiting for a round", self._next_task)
@@ -146,6 +148,7 @@ class Client:
                 log.info("job over (%s): %s", "succeeded" if task.succeeded else "failed", task.message)
                 return 0
             info, weights = task
+            set_context(round=info.round)
             try:
                 reply = self.stub.SubmitUpdate(self.train_round(info, weights))
             except grpc.RpcError as exc:  # the round may have closed under us; the next one goes on
