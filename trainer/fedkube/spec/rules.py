@@ -163,8 +163,6 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
     errors = []
     if spec.secure_aggregation.mode not in SUPPORTED_SECURE_AGGREGATION:
         errors.append(_not_yet("spec.secureAggregation.mode", f"secure aggregation {spec.secure_aggregation.mode!r}"))
-    if spec.transport.tls:
-        errors.append(_not_yet("spec.transport.tls", "mutual TLS"))
     if spec.data.sources:
         errors.append(_not_yet("spec.data.sources", "per-partition data sources"))
     if spec.scheduling.gang:
