@@ -40,12 +40,13 @@ def test_two_byzantine_clients_of_eight(run_job, strategy, params, robust):
                      "attack": "signflip", "scale": 10.0})
     doc["spec"]["strategy"] = {"name": strategy, **params}
     history = run_job(doc).metrics()
-    assert all(h["status"] == "completed" and h["clients_reported"] == 8 for h in history)
-    final = history[-1]["accuracy"]
+    accuracies = [h["accuracy"] for h in history]
     if robust:
-        assert final >= 0.9, [h["accuracy"] for h in history]
+        assert all(h["status"] == "completed" and h["clients_reported"] == 8 for h in history)
+        assert accuracies[-1] >= 0.9, accuracies
     else:
-        assert final < 0.9, [h["accuracy"] for h in history]
+        # The mean follows the attackers: the model degrades until its updates overflow and are refused.
+        assert accuracies[-1] is None or accuracies[-1] < 0.9, (accuracies, [h["rejected"] for h in history])
 
 
 def test_int8_cuts_bytes_fourfold_at_the_same_accuracy_and_topk_converges(run_job):
