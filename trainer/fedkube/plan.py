@@ -7,9 +7,10 @@ clients) receives the validated manifest and derives its own part of the plan fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fedkube.privacy.settings import PrivacySettings, privacy_settings
 from fedkube.spec import FederatedJob, sample_size
 from fedkube.spec.model import (
     CheckpointSpec,
@@ -23,6 +24,7 @@ from fedkube.spec.model import (
 
 GRPC_PORT = 7070
 STATUS_PORT = 8080
+METRICS_PORT = 9090
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,10 @@ class AggregatorPlan:
     join_timeout_seconds: float
     max_concurrent_streams: int
     pod: PodTemplateSpec
+    privacy: PrivacySettings | None = None
     compression: CompressionSpec = CompressionSpec()
+    # The validated manifest, kept in checkpoints so a report can show the configuration.
+    manifest: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class ClientPlan:
     pod: PodTemplateSpec
     strategy: StrategySpec = StrategySpec()        # FedProx and SCAFFOLD change local training
     compression: CompressionSpec = CompressionSpec()
+    privacy: PrivacySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class JobPlan:
     aggregator: AggregatorPlan
     clients: tuple[ClientPlan, ...]
     manifest: dict[str, Any]
+    tls: bool = True  # mutual TLS; off only when spec.transport.tls is explicitly false
 
 
 def client_pod_template(job: FederatedJob, partition: int) -> PodTemplateSpec:
@@ -100,6 +107,8 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
     checkpoint = spec.checkpoint
     if checkpoint.uri is None and checkpoint_uri is not None:
         checkpoint = replace(checkpoint, uri=checkpoint_uri)
+    privacy = None if spec.privacy is None else privacy_settings(
+        spec.privacy, spec.clients.sampling, spec.data.partitions, sample_size(spec), spec.clients.min_available)
     aggregator = AggregatorPlan(
         job=job.name,
         rounds=spec.rounds,
@@ -115,7 +124,9 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         join_timeout_seconds=spec.clients.join_timeout_seconds,
         max_concurrent_streams=spec.transport.max_concurrent_streams,
         pod=spec.template.aggregator,
+        privacy=privacy,
         compression=spec.compression,
+        manifest=job.manifest,
     )
     train = TrainSettings(spec.clients.local_epochs, spec.clients.batch_size, spec.clients.optimizer)
     clients = tuple(
@@ -130,7 +141,8 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             pod=client_pod_template(job, p),
             strategy=spec.strategy,
             compression=spec.compression,
+            privacy=privacy,
         )
         for p in range(spec.data.partitions)
     )
-    return JobPlan(job.name, job.namespace, aggregator, clients, job.manifest)
+    return JobPlan(job.name, job.namespace, aggregator, clients, job.manifest, tls=spec.transport.tls is not False)

@@ -20,10 +20,13 @@ import torch
 
 from fedkube.client.corrections import LocalCorrections
 from fedkube.compression import build_codec
+from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
+from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
+from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
@@ -45,6 +48,16 @@ class ConnectOptions:
     reconnect_timeout: float = 300.0
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
+    tls: Identity | None = None  # None: plaintext, only when the spec opts out
+
+
+def open_channel(target: str, tls: Identity | None) -> grpc.Channel:
+    """mTLS to the aggregator: its certificate must come from the job's CA, ours names our partition."""
+    if tls is None:
+        log.warning("mutual TLS is off (spec.transport.tls: false): this client's update travels in clear text")
+        return grpc.insecure_channel(target, options=GRPC_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+    return grpc.secure_channel(target, credentials, options=GRPC_OPTIONS)
 
 
 def round_seed(seed: int, round_number: int, partition: int) -> int:
@@ -64,7 +77,8 @@ class Client:
         self.device = pick_device()
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
-        self.channel = grpc.insecure_channel(options.target, options=GRPC_OPTIONS)
+        self.privacy = client_privacy(plan.privacy)
+        self.channel = open_channel(options.target, options.tls)
         self.stub = pb_grpc.AggregatorStub(self.channel)
         self.session = ""
         self.codec = build_codec(plan.compression)   # lives as long as the client: top-k's residuals
@@ -109,25 +123,29 @@ class Client:
         global_weights, server_variates = split_variates(received)
         set_weights(self.model, global_weights)
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
+        config = json.loads(info.config_json or "{}")
         drift = None
         if server_variates:
             own = {n: self.variates.get(n, np.zeros_like(c)) for n, c in server_variates.items()}
             drift = {n: c - own[n] for n, c in server_variates.items()}
         with LocalCorrections(self.model, self.mu, drift) as corrections:
-            result = self.task.train(self.model, self.data, self.plan.train, self.device, seed)
+            result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
         update = subtract(get_weights(self.model), global_weights)
         if server_variates:
             # c_i+ is the round's mean raw gradient; tensors without a gradient keep theirs (zero).
             self.variates = {**own, **corrections.mean_gradients()}
             update = with_variates(update, {n: self.variates[n] - own[n] for n in server_variates})
+        update, privacy_metrics = self.privacy.release(update, config)
         wire = self.codec.encode(update, np.random.default_rng(seed))
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(result.metrics))
         yield pb.Envelope(update=pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket,
-            num_examples=result.num_examples, metrics=result.metrics, tensors=[s.header() for s in specs_of(wire)]))
+            num_examples=result.num_examples, metrics={**result.metrics, **privacy_metrics},
+            tensors=[s.header() for s in specs_of(wire)]))
         yield from data_envelopes(wire.values())
 
     def run(self) -> int:
+        set_context(job=self.plan.job, partition=self.plan.partition)
         self.join()
         while True:
             task = self._retrying("waiting for a round", self._next_task)
@@ -135,6 +153,7 @@ class Client:
                 log.info("job over (%s): %s", "succeeded" if task.succeeded else "failed", task.message)
                 return 0
             info, weights = task
+            set_context(round=info.round)
             try:
                 reply = self.stub.SubmitUpdate(self.train_round(info, weights))
             except grpc.RpcError as exc:  # the round may have closed under us; the next one goes on
