@@ -70,12 +70,13 @@ def test_int8_cuts_bytes_fourfold_at_the_same_accuracy_and_topk_converges(run_jo
 
 
 def test_straggler_past_the_deadline_is_dropped_and_counted_while_the_round_completes(run_job):
-    doc = with_task(job_doc("late", partitions=4, rounds=3, min_available=3, roundTimeoutSeconds=15),
-                    "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [2], "seconds": 30})
+    """Partition 2 sleeps 75 s in its second round; the deadline is 30 s and three reports make a quorum."""
+    doc = with_task(job_doc("late", partitions=4, rounds=3, min_available=3, roundTimeoutSeconds=30),
+                    "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [2], "seconds": 75})
     job = run_job(doc)
     history = job.metrics()
-    (late,) = [h for h in history if h["participants"]["dropped"]]
-    assert late["participants"]["dropped"] == [2] and late["status"] == "completed"
-    assert late["clients_reported"] == 3 and late["accuracy"] is not None
-    assert job.final_status()["clients"]["dropped"] == 1
-    assert history[-1]["round"] == 3 and history[-1]["status"] == "completed"
+    late = [h for h in history if 2 in h["participants"]["dropped"]]
+    assert late and all(h["status"] == "completed" and h["clients_reported"] >= 3 and h["accuracy"] is not None
+                        for h in late), history
+    assert job.final_status()["clients"]["dropped"] == sum(h["clients_dropped"] for h in history) >= 1
+    assert [h["round"] for h in history] == [1, 2, 3] and history[-1]["status"] == "completed"
