@@ -151,7 +151,14 @@ def _progress_fields(report: AggregatorReport) -> dict[str, Any]:
     return {"phase": report.phase,
             "clients": f"{report.reported}/{report.selected} reported, {report.joined} joined",
             "acc": _fmt(report.accuracy), "loss": _fmt(report.loss),
-            "eps": "" if report.epsilon is None else f"ε {report.epsilon:.2f}"}
+            "eps": _epsilon(report)}
+
+
+def _epsilon(report: AggregatorReport) -> str:
+    if report.epsilon is None:
+        return ""
+    target = report.target_epsilon
+    return f"ε {report.epsilon:.3g}" + (f"/{target:g}" if target else "")
 
 
 def _fmt(value: float | None) -> str:
@@ -160,11 +167,14 @@ def _fmt(value: float | None) -> str:
 
 def final_table(history: tuple[RoundRecord, ...], rows: int = 10) -> Table:
     table = Table(title=f"rounds (last {min(rows, len(history))})")
-    for column in ("round", "status", "accuracy", "loss", "reported", "dropped", "rejected", "seconds"):
+    private = any(h.epsilon is not None for h in history)
+    for column in ("round", "status", "accuracy", "loss", "reported", "dropped", "rejected", "seconds",
+                   *(("epsilon",) if private else ())):
         table.add_column(column, justify="right")
     for h in history[-rows:]:
         table.add_row(str(h.round), h.outcome, _fmt(h.accuracy), _fmt(h.loss), str(h.reported),
-                      str(h.dropped), str(h.rejected), "-" if h.seconds is None else f"{h.seconds:.2f}")
+                      str(h.dropped), str(h.rejected), "-" if h.seconds is None else f"{h.seconds:.2f}",
+                      *((_fmt(h.epsilon),) if private else ()))
     return table
 
 

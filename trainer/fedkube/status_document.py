@@ -29,6 +29,7 @@ class RoundRecord:
     seconds: float | None = None
     outcome: str = "completed"  # or "abandoned": too few clients reported
     rejected: int | None = None
+    epsilon: float | None = None  # privacy spent up to this round, for jobs with spec.privacy
 
     def describe(self, rounds: int) -> str:
         parts = [f"round {self.round}/{rounds} {self.outcome}"]
@@ -90,6 +91,10 @@ class AggregatorReport:
         """Privacy spent so far, when the job runs with differential privacy."""
         return number((self.privacy or {}).get("epsilon"))
 
+    @property
+    def target_epsilon(self) -> float | None:
+        return number((self.privacy or {}).get("targetEpsilon"))
+
     @classmethod
     def parse(cls, doc: Any) -> AggregatorReport | None:
         """The report in a decoded status document, or None if it is not one."""
@@ -105,7 +110,7 @@ class AggregatorReport:
                 history.append(RoundRecord(
                     entry["round"], number(entry.get("accuracy")), number(entry.get("loss")),
                     entry.get("clients_reported"), entry.get("clients_dropped"), number(entry.get("seconds")),
-                    str(entry.get("status") or "completed"), entry.get("clients_rejected")))
+                    str(entry.get("status") or "completed"), entry.get("clients_rejected"), round_epsilon(entry)))
         return cls(
             phase=doc["phase"], round=_count(doc.get("round")), rounds=_count(doc.get("rounds")),
             joined=_count(clients.get("joined")), selected=_count(clients.get("selected")),
