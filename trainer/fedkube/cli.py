@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedkube import __version__, checkpoint_cli
 from fedkube.logs import FORMATS, setup_logging
+from fedkube.secure import DEFAULT_TLS_DIR
 from fedkube.spec import FederatedJob, SpecError, load_file
+
+if TYPE_CHECKING:
+    from fedkube.secure.tls import Identity
+
+TLS_HELP = "directory with ca.crt, tls.crt and tls.key for mutual TLS (unused when spec.transport.tls is false)"
 
 
 def _load_one(path: str, check_entrypoint: bool = True) -> FederatedJob:
@@ -68,6 +75,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return _report(args.source, args.output)
 
 
+def _tls_identity(job: FederatedJob, tls_dir: str) -> Identity | None:
+    """The process's mTLS material, or None when the spec turns TLS off (the servers then warn loudly)."""
+    from fedkube.secure.tls import Identity
+
+    if job.spec.transport.tls is False:
+        return None
+    return Identity.read(Path(tls_dir))
+
+
 def cmd_aggregator(args: argparse.Namespace) -> int:
     from fedkube.aggregator.main import ServeOptions, run_aggregator
     from fedkube.plan import make_plan
@@ -77,7 +93,8 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     plan = make_plan(job, checkpoint_uri=args.checkpoint_uri or f"file://{output_dir}/checkpoints")
     options = ServeOptions(args.host, args.port, args.status_port, args.metrics_port, output_dir,
                            Path(args.ready_file) if args.ready_file else None,
-                           Path(args.termination_log) if args.termination_log else None)
+                           Path(args.termination_log) if args.termination_log else None,
+                           tls=_tls_identity(job, args.tls_dir))
     return run_aggregator(plan.aggregator, options)
 
 
@@ -91,7 +108,8 @@ def cmd_client(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     plan = make_plan(job).clients[args.partition]
-    return run_client(plan, ConnectOptions(args.aggregator, args.reconnect_timeout))
+    return run_client(plan, ConnectOptions(args.aggregator, args.reconnect_timeout,
+                                           tls=_tls_identity(job, args.tls_dir)))
 
 
 def _logging_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
@@ -134,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-uri", help="overrides spec.checkpoint.uri")
     p.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
     p.add_argument("--termination-log", help="write the final status document here (a pod's termination message)")
+    p.add_argument("--tls-dir", default=str(DEFAULT_TLS_DIR), help=TLS_HELP)
     p.set_defaults(func=cmd_aggregator)
 
     p = sub.add_parser("client", parents=[common], help="train one partition (what a client pod runs)")
@@ -141,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", type=int, required=True)
     p.add_argument("--aggregator", required=True, help="HOST:PORT of the aggregator")
     p.add_argument("--reconnect-timeout", type=float, default=300.0)
+    p.add_argument("--tls-dir", default=str(DEFAULT_TLS_DIR), help=TLS_HELP)
     p.set_defaults(func=cmd_client)
 
     p = sub.add_parser("report", parents=[common],

@@ -2,7 +2,8 @@
 
 The launcher starts the same `fedkube aggregator` and `fedkube client` commands the operator
 puts in pods, on 127.0.0.1, and follows the aggregator's status document (the one the operator
-polls) to show progress. Each process logs to its own file under the run directory.
+polls) to show progress. Each process logs to its own file under the run directory, and reads
+its own ephemeral mTLS material (a fresh job CA per run, files 0600) from `<run dir>/tls/<identity>`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedkube.logs import set_context
+from fedkube.secure.tls import client_identity, make_transport_material
 from fedkube.spec import FederatedJob
 from fedkube.status_document import STATUS_PATH, AggregatorReport, RoundRecord
 
@@ -82,7 +84,25 @@ class LocalRun:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         manifest = self.run_dir / "manifest.yaml"
         manifest.write_text(yaml.safe_dump(self.job.manifest, sort_keys=False))
+        if self.tls:
+            shutil.rmtree(self.run_dir / "tls", ignore_errors=True)
+            for identity, material in make_transport_material(self.job.name, self.job.spec.data.partitions).items():
+                material.write(self.tls_dir(identity))
+        else:
+            self.console.print("[bold red]spec.transport.tls is false: MUTUAL TLS IS OFF, updates travel in clear "
+                               "text and any local process can speak for any partition (debugging only)[/bold red]")
         return manifest
+
+    @property
+    def tls(self) -> bool:
+        return self.job.spec.transport.tls is not False
+
+    def tls_dir(self, identity: str) -> Path:
+        """Where one process's mTLS material lives ("aggregator" or "client-<partition>")."""
+        return self.run_dir / "tls" / identity
+
+    def _tls_args(self, identity: str) -> list[str]:
+        return ["--tls-dir", str(self.tls_dir(identity))] if self.tls else []
 
     def start_aggregator(self, manifest: Path) -> dict[str, int]:
         """Start the aggregator on free ports; returns {"port", "status_port"} once it serves."""
@@ -90,7 +110,8 @@ class LocalRun:
         ready.unlink(missing_ok=True)
         aggregator = self._spawn("aggregator", [
             "aggregator", "--manifest", str(manifest), "--host", "127.0.0.1", "--port", "0",
-            "--status-port", "0", "--metrics-port", "0", "--output-dir", str(self.run_dir), "--ready-file", str(ready)])
+            "--status-port", "0", "--metrics-port", "0", "--output-dir", str(self.run_dir), "--ready-file", str(ready),
+            *self._tls_args("aggregator")])
         deadline = time.monotonic() + READY_TIMEOUT
         while not ready.exists():
             if aggregator.process.poll() is not None:
@@ -104,7 +125,8 @@ class LocalRun:
 
     def start_client(self, manifest: Path, partition: int, port: int) -> Child:
         return self._spawn(f"client-{partition}", ["client", "--manifest", str(manifest), "--partition",
-                                                   str(partition), "--aggregator", f"127.0.0.1:{port}"])
+                                                   str(partition), "--aggregator", f"127.0.0.1:{port}",
+                                                   *self._tls_args(client_identity(partition))])
 
     def start(self, manifest: Path) -> dict[str, int]:
         ports = self.start_aggregator(manifest)

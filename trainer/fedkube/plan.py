@@ -81,6 +81,7 @@ class JobPlan:
     aggregator: AggregatorPlan
     clients: tuple[ClientPlan, ...]
     manifest: dict[str, Any]
+    tls: bool = True  # mutual TLS; off only when spec.transport.tls is explicitly false
 
 
 def client_pod_template(job: FederatedJob, partition: int) -> PodTemplateSpec:
@@ -137,4 +138,4 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         )
         for p in range(spec.data.partitions)
     )
-    return JobPlan(job.name, job.namespace, aggregator, clients, job.manifest)
+    return JobPlan(job.name, job.namespace, aggregator, clients, job.manifest, tls=spec.transport.tls is not False)

@@ -23,6 +23,7 @@ import grpc
 import torch
 
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
+from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
 from fedkube.aggregator.metrics import exposition
 from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.aggregator.status import StatusBoard, serve_http, status_routes, termination_message
@@ -31,6 +32,7 @@ from fedkube.logs import set_context
 from fedkube.plan import METRICS_PORT, STATUS_PORT, AggregatorPlan
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import specs_of
+from fedkube.secure.tls import Identity
 from fedkube.stores import open_store
 from fedkube.strategies import Strategy, Weights, build_strategy
 from fedkube.tasks import Task, load_task
@@ -52,6 +54,7 @@ class ServeOptions:
     output_dir: Path = Path("/var/run/fedkube")
     ready_file: Path | None = None
     termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
+    tls: Identity | None = None  # None: plaintext, only when the spec opts out
 
 
 class Evaluator:
@@ -129,6 +132,7 @@ class Aggregator:
         self.evaluate = Evaluator(self.task, model)
         self.strategy: Strategy = build_strategy(plan.strategy, plan.num_partitions)
         self.coordinator = Coordinator(plan)
+        self.guard = PeerGuard(plan.job, tls=options.tls is not None)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
                                 plan.checkpoint.endpoint_url)
@@ -139,7 +143,7 @@ class Aggregator:
         return {"joined": len(c.live), "selected": len(state.selected) if state else 0,
                 "reported": len(state.reported) if state else 0,
                 "dropped": c.dropped_total, "rejected": sum(c.rejected_total.values()),
-                **{f"rejected_{k}": v for k, v in sorted(c.rejected_total.items())}}
+                **{f"rejected_{k}": v for k, v in sorted(c.rejected_total.items())}, **self.guard.counts()}
 
     def resume(self) -> None:
         checkpoint = latest_checkpoint(self.store)
@@ -210,9 +214,16 @@ class Aggregator:
         self.options.output_dir.mkdir(parents=True, exist_ok=True)
         self.resume()
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(self.coordinator, self.board.document), server)
-        port = server.add_insecure_port(f"{self.options.host}:{self.options.port}")
+        pb_grpc.add_AggregatorServicer_to_server(
+            AggregatorServicer(self.coordinator, self.board.document, self.guard), server)
+        address = f"{self.options.host}:{self.options.port}"
+        if self.options.tls is None:
+            log.warning(INSECURE_WARNING)
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, self.guard.server_credentials(self.options.tls))
         await server.start()
+        watcher = asyncio.create_task(self.guard.watch())
         routes = status_routes(self.board.document, exposition(self.board.document))
         http = [await serve_http(routes, self.options.host, p)
                 for p in (self.options.status_port, self.options.metrics_port)]
@@ -238,6 +249,7 @@ class Aggregator:
                 log.warning("could not write the termination message: %s", exc)
         await self.coordinator.finish(end)
         await self.linger()
+        watcher.cancel()
         await server.stop(grace=1.0)
         for h in http:
             h.close()
