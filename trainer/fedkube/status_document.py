@@ -78,6 +78,7 @@ class AggregatorReport:
     privacy: dict[str, Any] | None = None
     message: str = ""
     history: tuple[RoundRecord, ...] = ()
+    reason: str = ""  # why the job ended early, e.g. PrivacyBudgetExhausted
 
     @property
     def completed_round(self) -> int:
@@ -119,7 +120,7 @@ class AggregatorReport:
             accuracy=number(metrics.get("accuracy")), loss=number(metrics.get("loss")),
             checkpoint=dict(checkpoint) if isinstance(checkpoint, Mapping) else None,
             privacy=dict(privacy) if isinstance(privacy, Mapping) else None,
-            message=str(doc.get("message") or ""), history=tuple(history))
+            message=str(doc.get("message") or ""), history=tuple(history), reason=str(doc.get("reason") or ""))
 
     @classmethod
     def parse_text(cls, text: str) -> AggregatorReport | None:
