@@ -2,7 +2,8 @@
 status document read by both its readers, JSON logs, and the report of the finished run.
 
 One job (real aggregator and client processes, real gRPC) serves every check, with a straggler
-so that a round has a dropped client: partition 2 sleeps through its second round's deadline.
+so that a round has a dropped client (partition 2 sleeps through its second round's deadline) and
+client-level differential privacy so that ε is spent every round.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fedkube.stores import open_store
 from fedkube_operator.probe import AggregatorProbe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TARGET_EPSILON = 1000.0  # far above what five rounds spend: the job runs to the end
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -52,6 +54,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run the job once; keep a mid-run scrape, both readings of /status, and the run directory."""
     doc = with_task(job_doc("observed", partitions=3, rounds=5, min_available=2, roundTimeoutSeconds=12),
                     "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [2], "seconds": 15})
+    doc["spec"]["privacy"] = {"noiseMultiplier": 0.5, "clippingNorm": 10.0, "targetEpsilon": TARGET_EPSILON}
     job = Job(doc, tmp_path_factory.mktemp("obs") / "observed")
     job.run.log_format = "json"
     job.start()
@@ -108,7 +111,10 @@ def test_scraped_metrics_agree_with_metrics_json(observed: dict[str, Any]) -> No
         assert samples["fedkube_evaluation_accuracy_ratio"] == pytest.approx(history[-1]["accuracy"])
         assert samples["fedkube_evaluation_loss"] == pytest.approx(history[-1]["loss"])
     assert samples["fedkube_clients_joined"] >= 1
-    assert "fedkube_privacy_epsilon" not in samples  # no differential privacy in this job
+    assert history[-1]["epsilon"] > 0
+    assert samples["fedkube_privacy_epsilon"] == pytest.approx(history[-1]["epsilon"])
+    assert samples["fedkube_privacy_delta"] == pytest.approx(history[-1]["delta"])
+    assert samples["fedkube_privacy_target_epsilon"] == TARGET_EPSILON
 
 
 def test_launcher_and_operator_read_the_same_status_document(observed: dict[str, Any]) -> None:
@@ -166,7 +172,9 @@ def test_report_of_the_finished_run(observed: dict[str, Any], tmp_path: Path) ->
     assert times["aggregation"] == f"{total(history, 'aggregation_seconds'):.2f}"
     assert summary_rows(markdown, "Configuration")["rounds"] == "`5`"
     assert rows["phase"] == "Succeeded"
-    assert "Differential privacy was not enabled" in markdown
+    last = history[-1]
+    assert (f"ε = {last['epsilon']:.4f} at δ = {last['delta']:g}, {100 * last['epsilon'] / TARGET_EPSILON:.1f}% "
+            f"of the target ε = {TARGET_EPSILON:g}, after round 5.") in markdown
 
 
 def summary_rows(markdown: str, section: str = "Final metrics") -> dict[str, str]:
@@ -196,7 +204,10 @@ def test_report_figures_hold_the_runs_data(observed: dict[str, Any]) -> None:
     assert left.get_xlabel() == right.get_xlabel() == "round"
 
     (ax,) = PLOTS["epsilon.png"](record).axes
-    assert len(ax.get_lines()[0].get_xdata()) == 0  # no differential privacy: no ε points
+    spent, target = ax.get_lines()
+    assert list(spent.get_xdata()) == [h["round"] for h in history if h.get("epsilon") is not None]
+    assert list(spent.get_ydata()) == pytest.approx([h["epsilon"] for h in history if h.get("epsilon") is not None])
+    assert len(spent.get_xdata()) >= 4 and set(target.get_ydata()) == {TARGET_EPSILON}
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("round", "ε (epsilon)")
 
     (ax, *_) = PLOTS["participation.png"](record).axes
