@@ -193,6 +193,7 @@ def test_an_existing_issuer_is_used_as_given(tmp_path: Path) -> None:
 def test_webhook_off_renders_no_webhook(tmp_path: Path) -> None:
     objects = render(CASES["webhook-off"], tmp_path)
     assert not of_kind(objects, "ValidatingWebhookConfiguration")
+    assert not of_kind(objects, "MutatingWebhookConfiguration")
     assert [s["metadata"]["name"] for s in of_kind(objects, "Service")] == []
     assert not any(a.startswith("--webhook") for a in operator_container(objects)["args"])
 
