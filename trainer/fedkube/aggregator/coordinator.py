@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,7 @@ class RoundState:
     specs: list[TensorSpec]
     accumulator: Accumulator
     tickets: dict[int, str]
+    config: dict[str, Any] = field(default_factory=dict)      # sent with the round (e.g. SecAgg+ setup)
     served: dict[int, str] = field(default_factory=dict)      # partition -> session that fetched it
     reported: set[int] = field(default_factory=set)
     rejected: dict[int, str] = field(default_factory=dict)    # partition -> reason
