@@ -42,6 +42,9 @@ def doc(secure: dict[str, Any], **spec: Any) -> dict[str, Any]:
      "spec.strategy.name", "secure aggregation"),
     ("compression of masked vectors", doc({"mode": "secagg+"}, compression={"kind": "int8"}),
      "spec.compression.kind", "masked"),
+    ("client-level DP under secure aggregation",
+     doc({"mode": "secagg+"}, privacy={"noiseMultiplier": 1.0, "clippingNorm": 1.0}),
+     "spec.privacy.level", "use level sample"),
     ("secagg settings without secagg", doc({"mode": "none", "threshold": 4}),
      "spec.secureAggregation.threshold", "only used with secureAggregation.mode secagg+"),
 ])

@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -220,13 +221,13 @@ class SecAggRounds:
         raise ProtocolError(f"partition {p}: a SecAgg request without a step")
 
     # --- the round loop side ------------------------------------------------------------------
-    async def run_round(self, number: int, weights: Weights, specs: list[TensorSpec],
-                        strategy: Strategy) -> RoundOutcome:
+    async def run_round(self, number: int, weights: Weights, specs: list[TensorSpec], strategy: Strategy,
+                        config_for: Callable[[int], dict[str, Any]] = lambda p: {}) -> RoundOutcome:
         """Up to MAX_ATTEMPTS attempts, each with fresh keys; the last outcome if none completes."""
         started = time.monotonic()
         outcome = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            outcome, failure = await self._attempt(number, weights, specs, strategy, started)
+            outcome, failure = await self._attempt(number, weights, specs, strategy, config_for, started)
             if failure is None:
                 return outcome
             self.abandoned_attempts += 1
@@ -237,7 +238,7 @@ class SecAggRounds:
         return outcome
 
     async def _attempt(self, number: int, weights: Weights, specs: list[TensorSpec], strategy: Strategy,
-                       started: float) -> tuple[RoundOutcome, str | None]:
+                       config_for: Callable[[int], dict[str, Any]], started: float) -> tuple[RoundOutcome, str | None]:
         c, timeout = self.coordinator, self.plan.round_timeout_seconds
         selected = c.sample(number)
         plain = strategy.new_round(specs)
@@ -247,8 +248,8 @@ class SecAggRounds:
         setup = RoundSetup(self.plan.job, number, secrets.token_hex(8), tuple(selected),
                            self.plan.secure_aggregation.neighbours, secrets.randbits(31), self.threshold, self.ring)
         sent = strategy.broadcast(weights)
-        state = RoundState(number, selected, sent, specs_of(sent), masked, {p: secrets.token_hex(8) for p in selected})
-        state.config = {"secagg": setup.to_json()}
+        state = RoundState(number, selected, sent, specs_of(sent), masked, {p: secrets.token_hex(8) for p in selected},
+                           {p: {**config_for(p), "secagg": setup.to_json()} for p in selected})
         attempt = self.attempt = Attempt(setup, state.tickets)
         c.round = state
         await c._notify()

@@ -23,6 +23,7 @@ from fedkube.client.secagg import SecAggParticipant
 from fedkube.compression import build_codec
 from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
+from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
@@ -78,6 +79,7 @@ class Client:
         self.device = pick_device()
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
+        self.privacy = client_privacy(plan.privacy)
         self.channel = open_channel(options.target, options.tls)
         self.stub = pb_grpc.AggregatorStub(self.channel)
         self.session = ""
@@ -124,17 +126,19 @@ class Client:
         global_weights, server_variates = split_variates(received)
         set_weights(self.model, global_weights)
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
+        config = json.loads(info.config_json or "{}")
         drift = None
         if server_variates:
             own = {n: self.variates.get(n, np.zeros_like(c)) for n, c in server_variates.items()}
             drift = {n: c - own[n] for n, c in server_variates.items()}
         with LocalCorrections(self.model, self.mu, drift) as corrections:
-            result = self.task.train(self.model, self.data, self.plan.train, self.device, seed)
+            result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
         update = subtract(get_weights(self.model), global_weights)
         if server_variates:
             # c_i+ is the round's mean raw gradient; tensors without a gradient keep theirs (zero).
             self.variates = {**own, **corrections.mean_gradients()}
             update = with_variates(update, {n: self.variates[n] - own[n] for n in server_variates})
+        update, privacy_metrics = self.privacy.release(update, config)
         if secagg is None:
             wire, num_examples = self.codec.encode(update, np.random.default_rng(seed)), result.num_examples
         else:  # the example count travels masked inside the vector, as the weight
@@ -142,7 +146,8 @@ class Client:
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(result.metrics))
         yield pb.Envelope(update=pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket,
-            num_examples=num_examples, metrics=result.metrics, tensors=[s.header() for s in specs_of(wire)]))
+            num_examples=num_examples, metrics={**result.metrics, **privacy_metrics},
+            tensors=[s.header() for s in specs_of(wire)]))
         yield from data_envelopes(wire.values())
 
     def run(self) -> int:
