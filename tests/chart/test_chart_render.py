@@ -4,7 +4,10 @@ webhook, security settings)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,9 +18,10 @@ import yaml
 from chart import CASES, CHART, RELEASE_NAMESPACE, REPO, of_kind, one, operator_container, render, run_helm, template
 
 from fedkube_operator import GROUP, PLURAL, VERSION
-from fedkube_operator.config import DEFAULT_IMAGE
+from fedkube_operator.config import DEFAULT_IMAGE, WebhookConfig
 from fedkube_operator.main import _parser, config_from_args
 from fedkube_operator.security import RUN_AS_USER, chart_file
+from fedkube_operator.webhook import FedkubeWebhookServer
 
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 # Kinds of third-party CRDs (Prometheus Operator, cert-manager): no OpenAPI schema ships offline.
@@ -122,6 +126,7 @@ def test_operator_flags_are_ones_the_operator_accepts(rendered: tuple[str, list[
     else:
         assert config.webhook is None
     assert args.liveness.endswith(f":{ports_of(container)['health']}/healthz")
+    assert args.log_format == values.get("operator", {}).get("logFormat", "text")
     if values.get("metrics", {}).get("enabled", True):
         assert args.metrics_port == ports_of(container)["metrics"]
     else:
@@ -147,8 +152,27 @@ def test_operator_pod_uses_the_shared_security_settings(rendered: tuple[str, lis
     assert pod["securityContext"]["runAsUser"] == RUN_AS_USER
 
 
+async def served_client_config(webhook: WebhookConfig) -> dict[str, Any]:
+    """The client config the operator's webhook server reports, from a real server on a free port."""
+    server = FedkubeWebhookServer(dataclasses.replace(webhook, port=free_port(), addr="127.0.0.1"))
+
+    async def never_called(*_: Any, **__: Any) -> Any:
+        raise AssertionError("no admission request is sent here")
+
+    async for client_config in server(never_called):
+        return dict(client_config)
+    raise AssertionError("the webhook server reported no client config")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_webhook_configuration_is_the_one_kopf_builds(tmp_path: Path) -> None:
-    """What the chart installs equals what the operator would write, so neither fights the other."""
+    """What the chart installs equals what the operator writes (less the CA bundle, which only the
+    running operator knows), so neither fights the other and the API server reaches the handler."""
     from kopf._cogs.structs.references import Resource
     from kopf._core.engines.admission import build_webhooks
 
@@ -159,10 +183,10 @@ def test_webhook_configuration_is_the_one_kopf_builds(tmp_path: Path) -> None:
     container = operator_container(objects)
     operator = config_from_args(_parser().parse_args(container["args"][1:]))
     assert operator.webhook is not None and operator.webhook.managed == config["metadata"]["name"]
-    namespace, service = operator.webhook.service or ("", "")
+    client_config = asyncio.run(served_client_config(operator.webhook))
+    assert client_config.pop("caBundle")
     handlers = assemble(operator).registry._webhooks.get_all_handlers()
     resource = Resource(GROUP, VERSION, PLURAL, namespaced=True)
-    client_config = {"service": {"namespace": namespace, "name": service, "port": operator.webhook.service_port}}
     expected = build_webhooks(handlers, resources=[resource], name_suffix=operator.webhook.managed,
                               client_config=client_config)
     for webhook in expected:
@@ -193,6 +217,7 @@ def test_an_existing_issuer_is_used_as_given(tmp_path: Path) -> None:
 def test_webhook_off_renders_no_webhook(tmp_path: Path) -> None:
     objects = render(CASES["webhook-off"], tmp_path)
     assert not of_kind(objects, "ValidatingWebhookConfiguration")
+    assert not of_kind(objects, "MutatingWebhookConfiguration")
     assert [s["metadata"]["name"] for s in of_kind(objects, "Service")] == []
     assert not any(a.startswith("--webhook") for a in operator_container(objects)["args"])
 
@@ -253,17 +278,6 @@ def test_job_service_monitor_can_be_left_out(tmp_path: Path) -> None:
     assert [m["metadata"]["name"] for m in of_kind(objects, "ServiceMonitor")] == ["fedkube"]
 
 
-def test_network_policy_lets_named_scrapers_reach_only_the_metrics_port(tmp_path: Path) -> None:
-    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
-    values = {"networkPolicy": {**CASES["network-policy"]["networkPolicy"], "metricsScrapers": [scraper]}}
-    objects = render(values, tmp_path)
-    (aggregators,) = [p for p in of_kind(objects, "NetworkPolicy") if p["metadata"]["name"].endswith("aggregators")]
-    scrape = aggregators["spec"]["ingress"][-1]
-    assert scrape == {"from": [scraper], "ports": [{"port": "metrics", "protocol": "TCP"}]}
-    (container,) = [o for o in job_objects() if o["kind"] == "Pod"][0]["spec"]["containers"]
-    assert "metrics" in {p["name"] for p in container["ports"]}
-
-
 def test_network_policy_isolates_job_pods(tmp_path: Path) -> None:
     from fedkube_operator.names import LABEL_ROLE, ROLE_AGGREGATOR, ROLE_CLIENT
     from fedkube_operator.render import render_aggregator_pod
@@ -284,8 +298,10 @@ def test_network_policy_isolates_job_pods(tmp_path: Path) -> None:
     assert aggregators["egress"][0] == dns
     assert aggregators["egress"][1] == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
                                         "ports": [{"port": 443, "protocol": "TCP"}, {"port": 9000, "protocol": "TCP"}]}
-    from_clients, from_operator = aggregators["ingress"]
+    from_clients, from_operator, from_monitoring = aggregators["ingress"]
     assert from_clients["from"] == [{"podSelector": {"matchLabels": {LABEL_ROLE: ROLE_CLIENT}}}]
+    assert from_monitoring == {"from": CASES["network-policy"]["networkPolicy"]["metricsFrom"],
+                               "ports": [{"port": "metrics", "protocol": "TCP"}]}
     operator_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert from_operator["from"][0]["podSelector"]["matchLabels"].items() <= operator_labels.items()
     # The named ports exist on the pods the operator renders.
