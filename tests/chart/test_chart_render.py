@@ -236,7 +236,7 @@ def test_webhook_off_renders_no_webhook() -> None:
 
 def test_service_monitor_scrapes_the_metrics_service() -> None:
     objects = render_case("service-monitor")
-    monitor = one(objects, "ServiceMonitor")
+    (monitor,) = [m for m in of_kind(objects, "ServiceMonitor") if m["metadata"]["name"] == "fedkube"]
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     selected = [s for s in of_kind(objects, "Service")
                 if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
@@ -246,9 +246,52 @@ def test_service_monitor_scrapes_the_metrics_service() -> None:
         one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
 
 
+def job_objects() -> list[dict[str, Any]]:
+    """What the operator creates for the digits example (Service, pods, ...), from its own render code."""
+    from fedkube.plan import make_plan
+    from fedkube.spec import parse_manifest
+    from fedkube_operator.render import Owner, RenderConfig, render_aggregator_pod, render_job_objects
+
+    manifest = yaml.safe_load((REPO / "examples" / "digits-fedavg.yaml").read_text())
+    plan = make_plan(parse_manifest(manifest, check_entrypoint=False))
+    owner, config = Owner("digits", "ml-team-a", "uid"), RenderConfig(image=DEFAULT_IMAGE)
+    return [*render_job_objects(plan, owner, config), render_aggregator_pod(plan, owner, config)]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    exists = [e["key"] for e in selector.get("matchExpressions", []) if e["operator"] == "Exists"]
+    assert len(exists) == len(selector.get("matchExpressions", [])), "only Exists expressions are checked here"
+    return selector.get("matchLabels", {}).items() <= labels.items() and all(k in labels for k in exists)
+
+
+@pytest.mark.parametrize("watch, namespace_selector", [
+    ({}, {"any": True}),
+    ({"allNamespaces": False, "namespaces": ["ml-team-a"]}, {"matchNames": ["ml-team-a"]}),
+])
+def test_job_service_monitor_scrapes_every_aggregator(watch: dict[str, Any], namespace_selector: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    objects = render({**CASES["service-monitor"], "watch": watch}, tmp_path)
+    (monitor,) = [m for m in of_kind(objects, "ServiceMonitor") if m["metadata"]["name"] == "fedkube-jobs"]
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == namespace_selector
+    jobs = job_objects()
+    selected = [o for o in jobs if o["kind"] == "Service" and selects(monitor["spec"]["selector"],
+                                                                      o["metadata"]["labels"])]
+    assert [s["metadata"]["name"] for s in selected] == ["digits-aggregator"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    (port,) = [p for p in selected[0]["spec"]["ports"] if p["name"] == endpoint["port"]]
+    (container,) = [o for o in jobs if o["kind"] == "Pod"][0]["spec"]["containers"]
+    assert port["targetPort"] in {p["name"] for p in container["ports"]} and endpoint["path"] == "/metrics"
+    assert not [s for s in of_kind(objects, "Service") if selects(monitor["spec"]["selector"], s["metadata"]["labels"])]
+
+
+def test_job_service_monitor_can_be_left_out(tmp_path: Path) -> None:
+    objects = render({"metrics": {"serviceMonitor": {"enabled": True, "jobs": False}}}, tmp_path)
+    assert [m["metadata"]["name"] for m in of_kind(objects, "ServiceMonitor")] == ["fedkube"]
+
+
 def test_network_policy_isolates_job_pods() -> None:
     from fedkube_operator.names import LABEL_ROLE, ROLE_AGGREGATOR, ROLE_CLIENT
-    from fedkube_operator.render import render_aggregator_pod
 
     objects = render_case("network-policy")
     policies = {p["spec"]["podSelector"]["matchLabels"][LABEL_ROLE]: p for p in of_kind(objects, "NetworkPolicy")}
@@ -274,18 +317,8 @@ def test_network_policy_isolates_job_pods() -> None:
     assert from_operator["from"][0]["podSelector"]["matchLabels"].items() <= operator_labels.items()
     # The named ports exist on the pods the operator renders.
     named = {p["port"] for rule in aggregators["ingress"] for p in rule["ports"]}
-    assert named <= {p["name"] for p in aggregator_ports(render_aggregator_pod)}
-
-
-def aggregator_ports(render_aggregator_pod: Any) -> list[dict[str, Any]]:
-    from fedkube.plan import make_plan
-    from fedkube.spec import parse_manifest
-    from fedkube_operator.render import Owner, RenderConfig
-
-    manifest = yaml.safe_load((REPO / "examples" / "digits-fedavg.yaml").read_text())
-    plan = make_plan(parse_manifest(manifest, check_entrypoint=False))
-    pod = render_aggregator_pod(plan, Owner("digits", "default", "uid"), RenderConfig(image=DEFAULT_IMAGE))
-    return pod["spec"]["containers"][0]["ports"]
+    (aggregator,) = [o for o in job_objects() if o["kind"] == "Pod"]
+    assert named <= {p["name"] for p in aggregator["spec"]["containers"][0]["ports"]}
 
 
 def test_notes_tell_how_to_apply_the_first_example() -> None:
