@@ -78,7 +78,7 @@ def assert_killed(job: Job, partitions: list[int]) -> None:
 
 def test_two_of_eight_killed_after_sending_masked_vectors_the_round_sums_right(tmp_path) -> None:
     # minAvailable 8: the round starts with all eight, and completes only with all eight vectors.
-    job = run_with_victims(tmp_path, secagg_doc("secagg-masked", 8, rounds=1, min_available=8, threshold=4),
+    job = run_with_victims(tmp_path, secagg_doc("secagg-masked", 8, rounds=1, min_available=8, threshold=5),
                            {6: "after-masking", 7: "after-masking"})
     try:
         assert job.wait_exit(timeout=240) == 0, job.aggregator_log()
@@ -92,7 +92,7 @@ def test_two_of_eight_killed_after_sending_masked_vectors_the_round_sums_right(t
 
 def test_client_killed_after_sharing_is_unmasked_from_its_key_shares(tmp_path) -> None:
     # The victim dies in the first round all six are in; five vectors still make the quorum.
-    job = run_with_victims(tmp_path, secagg_doc("secagg-shared", 6, rounds=8, min_available=5, threshold=3,
+    job = run_with_victims(tmp_path, secagg_doc("secagg-shared", 6, rounds=8, min_available=5, threshold=4,
                                                 seconds=0.3), {5: "after-sharing"})
     try:
         assert job.wait_exit(timeout=240) == 0, job.aggregator_log()

@@ -198,11 +198,12 @@ def secagg_rules(spec: JobSpec) -> list[FieldError]:
         errors.append(FieldError(f"{base}.threshold", f"{t} exceeds spec.clients.minAvailable "
                                                       f"({spec.clients.min_available}): no round could unmask"))
     if t > k:
-        errors.append(FieldError(f"{base}.threshold", f"{t} exceeds the {k} neighbours that hold each client's "
-                                                      f"shares (spec.secureAggregation.neighbours, clients a round)"))
+        errors.append(FieldError(f"{base}.threshold", f"{t} exceeds the {k} neighbours each client has "
+                                                      f"(spec.secureAggregation.neighbours, clients a round)"))
     elif t < safe_min_threshold(k):
-        errors.append(FieldError(f"{base}.threshold", f"{t} is below the safe minimum {safe_min_threshold(k)}: a "
-                                                      f"strict majority of each client's {k} neighbours"))
+        errors.append(FieldError(f"{base}.threshold",
+                                 f"{t} is below the safe minimum {safe_min_threshold(k)}: a strict majority of each "
+                                 f"client's {k + 1} share holders (its neighbours and itself)"))
     if spec.privacy is not None and spec.privacy.level == "client":
         errors.append(FieldError("spec.privacy.level", "client-level DP clips and weights individual updates, "
                                                        "which SecAgg+ hides from the aggregator; use level sample"))
