@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     plan = make_plan(job, checkpoint_uri=args.checkpoint_uri or f"file://{output_dir}/checkpoints")
     options = ServeOptions(args.host, args.port, args.status_port, output_dir,
                            Path(args.ready_file) if args.ready_file else None,
-                           Path(args.termination_log) if args.termination_log else None)
+                           Path(args.termination_log) if args.termination_log else None,
+                           Path(args.ckks_context) if args.ckks_context else None)
     return run_aggregator(plan.aggregator, options)
 
 
@@ -72,7 +74,8 @@ def cmd_client(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     plan = make_plan(job).clients[args.partition]
-    return run_client(plan, ConnectOptions(args.aggregator, args.reconnect_timeout))
+    return run_client(plan, ConnectOptions(args.aggregator, args.reconnect_timeout,
+                                           ckks_context=Path(args.ckks_context) if args.ckks_context else None))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-uri", help="overrides spec.checkpoint.uri")
     p.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
     p.add_argument("--termination-log", help="write the final status document here (a pod's termination message)")
+    p.add_argument("--ckks-context", default=os.environ.get("FEDKUBE_CKKS_CONTEXT"),
+                   help="the job's public CKKS context (secureAggregation.mode ckks)")
     p.set_defaults(func=cmd_aggregator)
 
     p = sub.add_parser("client", help="train one partition (what a client pod runs)")
@@ -108,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", type=int, required=True)
     p.add_argument("--aggregator", required=True, help="HOST:PORT of the aggregator")
     p.add_argument("--reconnect-timeout", type=float, default=300.0)
+    p.add_argument("--ckks-context", default=os.environ.get("FEDKUBE_CKKS_CONTEXT"),
+                   help="the job's secret CKKS context (secureAggregation.mode ckks)")
     p.set_defaults(func=cmd_client)
 
     checkpoint_cli.add_parser(sub)

@@ -60,6 +60,7 @@ class LocalRun:
     run_dir: Path
     console: Console
     children: list[Child] = field(default_factory=list)
+    ckks_contexts: tuple[Path, Path] | None = None  # (secret, public) for secureAggregation.mode ckks
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log = self.run_dir / "logs" / f"{name}.log"
@@ -78,7 +79,18 @@ class LocalRun:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         manifest = self.run_dir / "manifest.yaml"
         manifest.write_text(yaml.safe_dump(self.job.manifest, sort_keys=False))
+        secure = self.job.spec.secure_aggregation
+        if secure.mode == "ckks":  # ephemeral job keys: clients get the secret context, the aggregator the public one
+            from fedkube.he.keys import ensure_key_files
+            from fedkube.he.params import ckks_params
+
+            self.ckks_contexts = ensure_key_files(self.run_dir / "keys", ckks_params(secure.ckks))
         return manifest
+
+    def _ckks_args(self, secret: bool) -> list[str]:
+        if self.ckks_contexts is None:
+            return []
+        return ["--ckks-context", str(self.ckks_contexts[0 if secret else 1])]
 
     def start_aggregator(self, manifest: Path) -> dict[str, int]:
         """Start the aggregator on free ports; returns {"port", "status_port"} once it serves."""
@@ -86,7 +98,8 @@ class LocalRun:
         ready.unlink(missing_ok=True)
         aggregator = self._spawn("aggregator", [
             "aggregator", "--manifest", str(manifest), "--host", "127.0.0.1", "--port", "0",
-            "--status-port", "0", "--output-dir", str(self.run_dir), "--ready-file", str(ready)])
+            "--status-port", "0", "--output-dir", str(self.run_dir), "--ready-file", str(ready),
+            *self._ckks_args(secret=False)])
         deadline = time.monotonic() + READY_TIMEOUT
         while not ready.exists():
             if aggregator.process.poll() is not None:
@@ -100,7 +113,8 @@ class LocalRun:
 
     def start_client(self, manifest: Path, partition: int, port: int) -> Child:
         return self._spawn(f"client-{partition}", ["client", "--manifest", str(manifest), "--partition",
-                                                   str(partition), "--aggregator", f"127.0.0.1:{port}"])
+                                                   str(partition), "--aggregator", f"127.0.0.1:{port}",
+                                                   *self._ckks_args(secret=True)])
 
     def start(self, manifest: Path) -> dict[str, int]:
         ports = self.start_aggregator(manifest)

@@ -17,6 +17,7 @@ from fedkube.spec.model import (
     OptimizerSpec,
     PartitionerSpec,
     PodTemplateSpec,
+    SecureAggregationSpec,
     StrategySpec,
     TaskSpec,
 )
@@ -44,6 +45,7 @@ class AggregatorPlan:
     max_concurrent_streams: int
     pod: PodTemplateSpec
     compression: CompressionSpec = CompressionSpec()
+    secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class ClientPlan:
     pod: PodTemplateSpec
     strategy: StrategySpec = StrategySpec()        # FedProx and SCAFFOLD change local training
     compression: CompressionSpec = CompressionSpec()
+    secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         max_concurrent_streams=spec.transport.max_concurrent_streams,
         pod=spec.template.aggregator,
         compression=spec.compression,
+        secure_aggregation=spec.secure_aggregation,
     )
     train = TrainSettings(spec.clients.local_epochs, spec.clients.batch_size, spec.clients.optimizer)
     clients = tuple(
@@ -130,6 +134,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             pod=client_pod_template(job, p),
             strategy=spec.strategy,
             compression=spec.compression,
+            secure_aggregation=spec.secure_aggregation,
         )
         for p in range(spec.data.partitions)
     )

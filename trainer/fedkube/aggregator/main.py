@@ -24,6 +24,7 @@ from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.aggregator.status import StatusBoard, serve_status, termination_message
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
+from fedkube.he.wire import is_encrypted
 from fedkube.plan import AggregatorPlan
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import specs_of
@@ -47,6 +48,7 @@ class ServeOptions:
     output_dir: Path = Path("/var/run/fedkube")
     ready_file: Path | None = None
     termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
+    ckks_context: Path | None = None  # the job's public CKKS context, for secureAggregation.mode ckks
 
 
 class Evaluator:
@@ -58,7 +60,7 @@ class Evaluator:
         self.device = torch.device("cpu")
 
     def __call__(self, weights: Weights) -> dict[str, float]:
-        if self.data is None:
+        if self.data is None or is_encrypted(weights):  # a CKKS job's clients evaluate instead
             return {}
         set_weights(self.model, weights)
         return self.task.evaluate(self.model, self.data, self.device)
@@ -113,6 +115,12 @@ class Aggregator:
         self.weights: Weights = get_weights(model)
         self.evaluate = Evaluator(self.task, model)
         self.strategy: Strategy = build_strategy(plan.strategy, plan.num_partitions)
+        if plan.secure_aggregation.mode == "ckks":  # the global model lives on the server only encrypted
+            from fedkube.he.params import ckks_params
+            from fedkube.he.session import aggregator_strategy
+
+            self.strategy = aggregator_strategy(options.ckks_context, ckks_params(plan.secure_aggregation.ckks),
+                                                self.weights)
         self.coordinator = Coordinator(plan)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
@@ -150,14 +158,13 @@ class Aggregator:
         write_json_atomic(self.options.output_dir / "status.json", self.board.document())
 
     async def run_rounds(self) -> JobEnd:
-        specs = specs_of(self.weights)
         for number in range(self.next_round, self.plan.rounds + 1):
             if not await self.coordinator.wait_for_quorum(self.plan.join_timeout_seconds):
                 return JobEnd(False, (
                     f"only {len(self.coordinator.live)} of the required {self.plan.min_available} clients "
                     f"(spec.clients.minAvailable) are connected after {self.plan.join_timeout_seconds:g}s"))
             self.board.phase, self.board.round = "Running", number
-            outcome = await self.coordinator.run_round(number, self.weights, specs, self.strategy)
+            outcome = await self.coordinator.run_round(number, self.weights, specs_of(self.weights), self.strategy)
             completed = len(outcome.reported) >= self.plan.min_available
             evaluation: dict[str, float] = {}
             if completed:
@@ -167,6 +174,10 @@ class Aggregator:
                 log.warning("round %d abandoned: %d of %d required clients reported", number,
                             len(outcome.reported), self.plan.min_available)
             self.board.history.append(history_entry(outcome, completed, evaluation))
+            if self.plan.secure_aggregation.mode == "ckks":
+                from fedkube.he.session import backfill_client_evaluation
+
+                backfill_client_evaluation(self.board.history, outcome.train_metrics)
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
                 self.checkpoint(number)
             self.publish()
