@@ -42,7 +42,7 @@ def stream(acc: CiphertextSum, encrypted: dict[str, np.ndarray], weight: float, 
     fold.check_specs(specs)
     cursor = ChunkCursor(specs)
     for chunk in iter_chunks(encrypted.values(), chunk_bytes):
-        fold.add(*cursor.advance(len(chunk)), chunk)
+        fold.feed(*cursor.advance(len(chunk)), chunk)
     return fold
 
 

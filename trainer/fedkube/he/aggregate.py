@@ -83,7 +83,12 @@ class CiphertextFold:
                                                     f"expected 1 to {limit} for these CKKS parameters")
         self.specs = specs
 
-    def add(self, index: int, offset: int, chunk: bytes) -> None:
+    @property
+    def fold(self) -> CiphertextFold:
+        """Ciphertexts need no codec: this fold reads its own wire stream (see WireDecoder)."""
+        return self
+
+    def feed(self, index: int, offset: int, chunk: bytes) -> None:
         self._buffer += chunk
         if offset + len(chunk) < self.specs[index].nbytes:
             return

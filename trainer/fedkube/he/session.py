@@ -7,16 +7,21 @@ trained weights into an encrypted, example-weighted update.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from fedkube.checkpoint import FINAL, WEIGHTS, export_weights
 from fedkube.he.aggregate import CkksFedAvg
 from fedkube.he.codec import decrypt_mean, encrypt_weighted
 from fedkube.he.keys import read_context
 from fedkube.he.params import CkksParams
 from fedkube.he.wire import is_encrypted
 from fedkube.protocol.tensors import specs_of
-from fedkube.weights import Weights
+from fedkube.spec.model import TaskSpec
+from fedkube.stores import Store
+from fedkube.tasks import load_task
+from fedkube.weights import Weights, set_weights
 
 
 def aggregator_strategy(context_path: Path | None, params: CkksParams, template: Weights) -> CkksFedAvg:
@@ -61,3 +66,26 @@ def backfill_client_evaluation(history: list[dict[str, Any]],
         values = [(n, m[f"global_{key}"]) for n, m in train_metrics if f"global_{key}" in m]
         if values:
             produced[-1][key] = sum(n * v for n, v in values) / sum(n for n, _ in values)
+
+
+def decrypted_final_model(store: Store, secret_path: Path) -> Weights:
+    """The final model of a CKKS job, read from `<checkpoint uri>/final/` and decrypted."""
+    from safetensors.numpy import load_file
+
+    with tempfile.TemporaryDirectory(prefix="fedkube-ckks-") as tmp:
+        path = Path(tmp) / WEIGHTS
+        export_weights(store, FINAL, path)
+        return decrypt_mean(read_context(secret_path), load_file(path))
+
+
+def evaluate_model(task_spec: TaskSpec, weights: Weights) -> dict[str, float]:
+    """Score weights on the task's held-out set ({} when the task has none)."""
+    import torch
+
+    task = load_task(task_spec)
+    data = task.load_test()
+    if data is None:
+        return {}
+    model = task.build_model()
+    set_weights(model, weights)
+    return task.evaluate(model, data, torch.device("cpu"))
