@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fedkube.privacy.settings import PrivacySettings, privacy_settings
 from fedkube.spec import FederatedJob, sample_size
 from fedkube.spec.model import (
     CheckpointSpec,
@@ -45,6 +46,7 @@ class AggregatorPlan:
     join_timeout_seconds: float
     max_concurrent_streams: int
     pod: PodTemplateSpec
+    privacy: PrivacySettings | None = None
     compression: CompressionSpec = CompressionSpec()
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
     # The validated manifest, kept in checkpoints so a report can show the configuration.
@@ -75,6 +77,7 @@ class ClientPlan:
     strategy: StrategySpec = StrategySpec()        # FedProx and SCAFFOLD change local training
     compression: CompressionSpec = CompressionSpec()
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
+    privacy: PrivacySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
     checkpoint = spec.checkpoint
     if checkpoint.uri is None and checkpoint_uri is not None:
         checkpoint = replace(checkpoint, uri=checkpoint_uri)
+    privacy = None if spec.privacy is None else privacy_settings(
+        spec.privacy, spec.clients.sampling, spec.data.partitions, sample_size(spec), spec.clients.min_available)
     aggregator = AggregatorPlan(
         job=job.name,
         rounds=spec.rounds,
@@ -122,6 +127,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         join_timeout_seconds=spec.clients.join_timeout_seconds,
         max_concurrent_streams=spec.transport.max_concurrent_streams,
         pod=spec.template.aggregator,
+        privacy=privacy,
         compression=spec.compression,
         secure_aggregation=spec.secure_aggregation,
         manifest=job.manifest,
@@ -140,6 +146,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             strategy=spec.strategy,
             compression=spec.compression,
             secure_aggregation=spec.secure_aggregation,
+            privacy=privacy,
         )
         for p in range(spec.data.partitions)
     )

@@ -31,6 +31,8 @@ from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.he.wire import is_encrypted
 from fedkube.logs import set_context
 from fedkube.plan import METRICS_PORT, STATUS_PORT, AggregatorPlan
+from fedkube.privacy.base import BUDGET_EXHAUSTED
+from fedkube.privacy.build import aggregator_privacy
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import specs_of
 from fedkube.secure.tls import Identity
@@ -132,7 +134,8 @@ class Aggregator:
         model = self.task.build_model()
         self.weights: Weights = get_weights(model)
         self.evaluate = Evaluator(self.task, model)
-        self.strategy: Strategy = build_strategy(plan.strategy, plan.num_partitions)
+        self.privacy = aggregator_privacy(plan.privacy)
+        self.strategy: Strategy = self.privacy.wrap(build_strategy(plan.strategy, plan.num_partitions))
         if plan.secure_aggregation.mode == "ckks":  # the global model lives on the server only encrypted
             from fedkube.he.params import ckks_params
             from fedkube.he.session import aggregator_strategy
@@ -141,7 +144,7 @@ class Aggregator:
                                                 self.weights)
         self.coordinator = Coordinator(plan)
         self.guard = PeerGuard(plan.job, tls=options.tls is not None)
-        self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
+        self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts, privacy=self.privacy.status())
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
                                 plan.checkpoint.endpoint_url)
         self.next_round = 1
@@ -159,6 +162,8 @@ class Aggregator:
             return
         self.weights = checkpoint.weights
         self.strategy.load_state(checkpoint.state.get("strategy", {}), checkpoint.arrays)
+        self.privacy.load_state(checkpoint.state.get("privacy", {}))
+        self.board.privacy = self.privacy.status()
         self.board.history = checkpoint.state.get("history", [])
         self.board.round = checkpoint.round
         self.board.checkpoint = {"uri": checkpoint.uri, "round": checkpoint.round}
@@ -168,7 +173,8 @@ class Aggregator:
     def checkpoint(self, round_number: int) -> None:
         scalars, arrays = self.strategy.state()
         state = {"round": round_number, "job": self.plan.job, "seed": self.plan.seed,
-                 "strategy": scalars, "history": self.board.history, "manifest": self.plan.manifest}
+                 "strategy": scalars, "privacy": self.privacy.state(), "history": self.board.history,
+                 "manifest": self.plan.manifest}
         uri = write_checkpoint(self.store, round_number, self.weights, arrays, state, self.plan.checkpoint.keep_last)
         self.board.checkpoint = {"uri": uri, "round": round_number}
 
@@ -178,13 +184,17 @@ class Aggregator:
 
     async def run_rounds(self) -> JobEnd:
         for number in range(self.next_round, self.plan.rounds + 1):
+            exhausted = self.privacy.budget_exhausted()
+            if exhausted is not None:
+                return self.stop_early(number - 1, exhausted)
             if not await self.coordinator.wait_for_quorum(self.plan.join_timeout_seconds):
                 return JobEnd(False, (
                     f"only {len(self.coordinator.live)} of the required {self.plan.min_available} clients "
                     f"(spec.clients.minAvailable) are connected after {self.plan.join_timeout_seconds:g}s"))
             self.board.phase, self.board.round = "Running", number
             set_context(round=number)
-            outcome = await self.coordinator.run_round(number, self.weights, specs_of(self.weights), self.strategy)
+            outcome = await self.coordinator.run_round(number, self.weights, specs_of(self.weights), self.strategy,
+                                                       self.privacy.round_config)
             completed = len(outcome.reported) >= self.plan.min_available
             evaluation: dict[str, float] = {}
             timings: dict[str, float] = {}
@@ -197,7 +207,9 @@ class Aggregator:
                 log.warning("round %d abandoned: %d of %d required clients reported", number,
                             len(outcome.reported), self.plan.min_available)
             entry = history_entry(outcome, completed, evaluation) | timings
+            self.privacy.record(entry, outcome.client_metrics, completed)
             self.board.history.append(entry)
+            self.board.privacy = self.privacy.status()
             if self.plan.secure_aggregation.mode == "ckks":
                 from fedkube.he.session import backfill_client_evaluation
 
@@ -212,6 +224,15 @@ class Aggregator:
         set_context(round=None)
         export_final(self.store, self.weights)
         return JobEnd(True, f"finished {self.plan.rounds} rounds")
+
+    def stop_early(self, last_round: int, message: str) -> JobEnd:
+        """End a job whose privacy budget allows no further round, keeping its last round's model."""
+        log.warning("%s", message)
+        self.board.privacy = self.privacy.status()
+        if last_round and (self.board.checkpoint or {}).get("round") != last_round:
+            self.checkpoint(last_round)
+        export_final(self.store, self.weights)
+        return JobEnd(True, message, BUDGET_EXHAUSTED)
 
     async def linger(self) -> None:
         """Give connected clients time to fetch JobDone before the server goes away."""
@@ -251,7 +272,7 @@ class Aggregator:
             log.exception("aggregator failed")
             end = JobEnd(False, f"aggregator error: {exc}")
         self.board.phase = "Succeeded" if end.succeeded else "Failed"
-        self.board.message = end.message
+        self.board.message, self.board.reason = end.message, end.reason
         self.publish()
         if self.options.termination_log is not None:
             try:

@@ -23,6 +23,7 @@ from fedkube.client.corrections import LocalCorrections
 from fedkube.compression import build_codec
 from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
+from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
@@ -78,6 +79,7 @@ class Client:
         self.device = pick_device()
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
+        self.privacy = client_privacy(plan.privacy)
         self.ckks = None
         if plan.secure_aggregation.mode == "ckks":  # updates leave encrypted; the global model arrives so
             from fedkube.he.params import ckks_params
@@ -137,23 +139,25 @@ class Client:
         set_weights(self.model, global_weights)
         evaluation = self._evaluate_global()
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
+        config = json.loads(info.config_json or "{}")
         drift = None
         if server_variates:
             own = {n: self.variates.get(n, np.zeros_like(c)) for n, c in server_variates.items()}
             drift = {n: c - own[n] for n, c in server_variates.items()}
         with LocalCorrections(self.model, self.mu, drift) as corrections:
-            result = self.task.train(self.model, self.data, self.plan.train, self.device, seed)
+            result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
         local = get_weights(self.model)
         update = subtract(local, global_weights)
         if server_variates:
             # c_i+ is the round's mean raw gradient; tensors without a gradient keep theirs (zero).
             self.variates = {**own, **corrections.mean_gradients()}
             update = with_variates(update, {n: self.variates[n] - own[n] for n in server_variates})
+        update, privacy_metrics = self.privacy.release(update, config)
         if self.ckks:  # a CKKS job sends its example-weighted model, encrypted
             wire = self.ckks.update(local, result.num_examples)
         else:
             wire = self.codec.encode(update, np.random.default_rng(seed))
-        metrics = {**result.metrics, **evaluation}
+        metrics = {**result.metrics, **privacy_metrics, **evaluation}
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(metrics))
         yield pb.Envelope(update=pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket,
