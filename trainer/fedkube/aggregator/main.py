@@ -25,6 +25,7 @@ import torch
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
 from fedkube.aggregator.metrics import exposition
+from fedkube.aggregator.secagg import SecAggRounds
 from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.aggregator.status import StatusBoard, serve_http, status_routes, termination_message
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
@@ -147,6 +148,8 @@ class Aggregator:
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts, privacy=self.privacy.status())
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
                                 plan.checkpoint.endpoint_url)
+        self.secagg = (SecAggRounds(plan, self.coordinator, self.store)
+                       if plan.secure_aggregation.mode == "secagg+" else None)
         self.next_round = 1
 
     def _client_counts(self) -> dict[str, int]:
@@ -193,8 +196,9 @@ class Aggregator:
                     f"(spec.clients.minAvailable) are connected after {self.plan.join_timeout_seconds:g}s"))
             self.board.phase, self.board.round = "Running", number
             set_context(round=number)
-            outcome = await self.coordinator.run_round(number, self.weights, specs_of(self.weights), self.strategy,
-                                                       self.privacy.round_config)
+            rounds = self.secagg or self.coordinator
+            outcome = await rounds.run_round(number, self.weights, specs_of(self.weights), self.strategy,
+                                             self.privacy.round_config)
             completed = len(outcome.reported) >= self.plan.min_available
             evaluation: dict[str, float] = {}
             timings: dict[str, float] = {}
@@ -247,7 +251,7 @@ class Aggregator:
         self.resume()
         server = grpc.aio.server(options=GRPC_OPTIONS)
         pb_grpc.add_AggregatorServicer_to_server(
-            AggregatorServicer(self.coordinator, self.board.document, self.guard), server)
+            AggregatorServicer(self.coordinator, self.board.document, self.guard, self.secagg), server)
         address = f"{self.options.host}:{self.options.port}"
         if self.options.tls is None:
             log.warning(INSECURE_WARNING)
