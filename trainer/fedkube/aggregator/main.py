@@ -3,7 +3,9 @@
 A round: sample clients, stream them the global weights, fold their updates into the
 strategy's accumulator as they arrive, step the global model, evaluate centrally, checkpoint,
 publish status. An aggregator started where checkpoints exist continues from the newest
-valid one, so a crashed or rescheduled aggregator resumes instead of starting over.
+valid one, so a crashed or rescheduled aggregator resumes instead of starting over; since
+sampling, client training and aggregation are all deterministic, it ends with the very bits
+an uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -13,21 +15,23 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import torch
 
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.servicer import AggregatorServicer
+from fedkube.aggregator.state import ResumeError, Stateful, gather, restore, weights_in_model_order
 from fedkube.aggregator.status import StatusBoard, serve_status
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.plan import AggregatorPlan
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import specs_of
-from fedkube.stores import open_store
+from fedkube.stores import StoreError, open_store
 from fedkube.strategies import Strategy, Weights, build_strategy
 from fedkube.tasks import Task, load_task
 from fedkube.weights import get_weights, set_weights
@@ -37,6 +41,9 @@ log = logging.getLogger(__name__)
 GRPC_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
 # After the job ends, keep answering so every connected client hears that it is over.
 LINGER_SECONDS = 10.0
+# How long the last checkpoint and the final export keep retrying a failing store before the job fails.
+MUST_WRITE_SECONDS = 300.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,10 @@ class Aggregator:
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
                                 plan.checkpoint.endpoint_url)
+        # Everything a checkpoint carries besides weights and history; privacy registers "privacy".
+        self.parts: dict[str, Stateful] = {"strategy": self.strategy, "clients": self.coordinator}
         self.next_round = 1
+        self.must_write_seconds = MUST_WRITE_SECONDS
 
     def _client_counts(self) -> dict[str, int]:
         c, state = self.coordinator, self.coordinator.round
@@ -125,23 +135,66 @@ class Aggregator:
                 **{f"rejected_{k}": v for k, v in sorted(c.rejected_total.items())}}
 
     def resume(self) -> None:
+        """Continue from the newest valid checkpoint, if any.
+
+        Store errors (no bucket, access denied) propagate, so a misconfigured job fails at start
+        instead of training from round 1 over a checkpoint it could not read.
+        """
         checkpoint = latest_checkpoint(self.store)
         if checkpoint is None:
+            log.info("no checkpoint at %s: starting at round 1", self.store.uri)
             return
-        self.weights = checkpoint.weights
-        self.strategy.load_state(checkpoint.state.get("strategy", {}), checkpoint.arrays)
+        owner = checkpoint.state.get("job")
+        if owner != self.plan.job:
+            raise ResumeError(f"{checkpoint.uri} belongs to job {owner!r}, not {self.plan.job!r}: "
+                              "give each job its own spec.checkpoint.uri")
+        self.weights = weights_in_model_order(self.weights, checkpoint.weights, checkpoint.uri)
+        restore(self.parts, checkpoint.state.get("parts", {}), checkpoint.arrays)
         self.board.history = checkpoint.state.get("history", [])
         self.board.round = checkpoint.round
         self.board.checkpoint = {"uri": checkpoint.uri, "round": checkpoint.round}
         self.next_round = checkpoint.round + 1
         log.info("resuming after round %d from %s", checkpoint.round, checkpoint.uri)
 
-    def checkpoint(self, round_number: int) -> None:
-        scalars, arrays = self.strategy.state()
+    def _write_checkpoint(self, round_number: int) -> Callable[[], str]:
+        """Take the state now (between rounds, so it is consistent); the returned call writes it."""
+        scalars, arrays = gather(self.parts)
         state = {"round": round_number, "job": self.plan.job, "seed": self.plan.seed,
-                 "strategy": scalars, "history": self.board.history}
-        uri = write_checkpoint(self.store, round_number, self.weights, arrays, state, self.plan.checkpoint.keep_last)
-        self.board.checkpoint = {"uri": uri, "round": round_number}
+                 "parts": scalars, "history": list(self.board.history)}
+        weights, keep_last = self.weights, self.plan.checkpoint.keep_last
+        return lambda: write_checkpoint(self.store, round_number, weights, arrays, state, keep_last)
+
+    async def _store_write(self, what: str, write: Callable[[], T], must: bool) -> T | None:
+        """Run a store write in a thread, so gRPC and the status endpoint keep answering.
+
+        A failure (after the store's own retries) does not stop training: the finished rounds
+        stay in memory and the next checkpoint carries them all. A write that `must` land (the
+        last checkpoint, the final model) is retried with backoff for `must_write_seconds`.
+        """
+        deadline = time.monotonic() + self.must_write_seconds
+        delay = 1.0
+        while True:
+            try:
+                return await asyncio.to_thread(write)
+            except StoreError as exc:
+                if not must:
+                    log.error("%s failed; training goes on and the next checkpoint retries: %s", what, exc)
+                    return None
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.error("%s failed; retrying in %.0fs (until %.0fs have passed): %s",
+                          what, delay, self.must_write_seconds, exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 30.0)
+
+    async def checkpoint(self, round_number: int, must: bool = False) -> None:
+        uri = await self._store_write(f"checkpoint of round {round_number} to {self.store.uri}",
+                                      self._write_checkpoint(round_number), must)
+        if uri is None:
+            self.board.checkpoint = {**(self.board.checkpoint or {}), "error": (
+                f"checkpoint of round {round_number} to {self.store.uri} failed; retried at the next one")}
+        else:
+            self.board.checkpoint = {"uri": uri, "round": round_number}
 
     def publish(self) -> None:
         write_json_atomic(self.options.output_dir / "metrics.json", self.board.history)
@@ -166,12 +219,14 @@ class Aggregator:
                             len(outcome.reported), self.plan.min_available)
             self.board.history.append(history_entry(outcome, completed, evaluation))
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
-                self.checkpoint(number)
+                await self.checkpoint(number, must=number == self.plan.rounds)
             self.publish()
             log.info("round %d/%d %s: accuracy=%s reported=%d dropped=%d rejected=%d", number, self.plan.rounds,
                      "completed" if completed else "abandoned", evaluation.get("accuracy"),
                      len(outcome.reported), len(outcome.dropped), len(outcome.rejected))
-        export_final(self.store, self.weights)
+        weights = self.weights
+        await self._store_write(f"export of the final model to {self.store.uri}",
+                                lambda: export_final(self.store, weights), must=True)
         return JobEnd(True, f"finished {self.plan.rounds} rounds")
 
     async def linger(self) -> None:
@@ -183,7 +238,11 @@ class Aggregator:
 
     async def serve(self) -> int:
         self.options.output_dir.mkdir(parents=True, exist_ok=True)
-        self.resume()
+        try:
+            self.resume()
+        except (StoreError, ResumeError) as exc:
+            log.error("cannot resume from %s: %s", self.store.uri, exc)
+            return 1
         server = grpc.aio.server(options=GRPC_OPTIONS)
         pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(self.coordinator, self.board.document), server)
         port = server.add_insecure_port(f"{self.options.host}:{self.options.port}")

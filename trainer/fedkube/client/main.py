@@ -101,6 +101,7 @@ class Client:
     def train_round(self, info: pb.RoundInfo, global_weights: Weights) -> Iterator[pb.Envelope]:
         set_weights(self.model, global_weights)
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
+        torch.manual_seed(seed)  # dropout and other global-RNG draws repeat when a round is retrained
         result = self.task.train(self.model, self.data, self.plan.train, self.device, seed)
         delta = subtract(get_weights(self.model), global_weights)
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(result.metrics))
