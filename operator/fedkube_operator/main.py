@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="serve the whole cluster")
     p.add_argument("--liveness", metavar="URL",
                    help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics at http://0.0.0.0:PORT/metrics")
     p.add_argument("--verbose", action="store_true", help="log more")
     p.add_argument("--debug", action="store_true", help="log everything, Kopf's internals included")
 
@@ -93,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     assembly = assemble(config)
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
     kopf.run(**assembly.kwargs(), standalone=True, clusterwide=args.all_namespaces,
              namespaces=args.namespace or (), liveness_endpoint=args.liveness)
     return 0

@@ -33,6 +33,7 @@ from fedkube_operator.names import (
     secret_name,
     service_name,
 )
+from fedkube_operator.security import container_security_context, pod_security_context
 
 MANIFEST_KEY = "manifest.yaml"
 MANIFEST_DIR = "/etc/fedkube/job"
@@ -41,8 +42,7 @@ TRANSPORT_DIR = "/etc/fedkube/tls"
 OUTPUT_DIR = "/var/lib/fedkube"
 DEFAULT_CHECKPOINT_DIR = f"{OUTPUT_DIR}/checkpoints"
 TMP_DIR = "/tmp"
-# Numeric, so the kubelet can check runAsNonRoot without reading the image's /etc/passwd.
-POD_USER = 1000
+TERMINATION_LOG = "/dev/termination-log"  # the aggregator leaves its final status document here
 
 
 @dataclass(frozen=True)
@@ -177,16 +177,6 @@ def render_job_objects(plan: JobPlan, owner: Owner, config: RenderConfig) -> lis
     return objects + ([claim] if claim is not None else [])
 
 
-def _pod_security_context() -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": POD_USER, "runAsGroup": POD_USER, "fsGroup": POD_USER,
-            "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-def _container_security_context() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
-
-
 def _env(job: str, template: PodTemplateSpec) -> list[dict[str, Any]]:
     """The operator's variables, then the template's; a template entry replaces ours of the same name."""
     ours: list[dict[str, Any]] = [
@@ -237,7 +227,8 @@ def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt:
            else {}),
         **container,
         "env": _env(plan.name, template),
-        "securityContext": _container_security_context(),
+        "securityContext": container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if template.resources:
@@ -246,7 +237,7 @@ def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt:
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": _pod_security_context(),
+        "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
     }
@@ -275,7 +266,7 @@ def render_aggregator_pod(plan: JobPlan, owner: Owner, config: RenderConfig, att
                         "persistentVolumeClaim": {"claimName": checkpoint_claim_name(plan.name)}})
         mounts.append({"name": "checkpoints", "mountPath": storage.mount_path})
     command = ["fedkube", "aggregator", "--manifest", MANIFEST_PATH, "--port", str(GRPC_PORT),
-               "--status-port", str(STATUS_PORT), "--output-dir", OUTPUT_DIR]
+               "--status-port", str(STATUS_PORT), "--output-dir", OUTPUT_DIR, "--termination-log", TERMINATION_LOG]
     if storage.uri_argument is not None:
         command += ["--checkpoint-uri", storage.uri_argument]
     container: dict[str, Any] = {

@@ -109,7 +109,7 @@ class Cluster:
     def start_operator(self, *extra: str, webhook: bool = True) -> None:
         assert self.operator is None, "the operator is already running"
         self.liveness_port = free_port()
-        args = [sys.executable, "-m", "fedkube_operator", "--namespace", NAMESPACE, "--verbose",
+        args = [sys.executable, "-m", "fedkube_operator", "--namespace", NAMESPACE,
                 "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz", *OPERATOR_ARGS, *extra]
         if webhook:
             self.webhook_port = self.webhook_port or free_port()
@@ -207,7 +207,8 @@ def kubelet(cluster: Cluster) -> Iterator[Kubelet]:
     cores, so each should size its thread pools for one (OMP_NUM_THREADS comes from limits.cpu,
     which falls back to the node's allocatable CPUs).
     """
-    with Kubelet(cluster.emulator.url, cluster.kubeconfig, KUBECTL, NAMESPACE, bin_dirs=(str(BIN),), cpus=1) as k:
+    with Kubelet(cluster.emulator.url, cluster.kubeconfig, KUBECTL, NAMESPACE, bin_dirs=(str(BIN),), cpus=1,
+                 python_path=(str(REPO / "trainer"), str(REPO / "operator"))) as k:
         cluster.kubelet = k
         yield k
 
@@ -227,4 +228,11 @@ def small_job(name: str = "digits", partitions: int = 4, rounds: int = 3, **spec
     manifest["spec"]["clients"]["minAvailable"] = min(manifest["spec"]["clients"]["minAvailable"], partitions)
     manifest["spec"]["clients"]["localEpochs"] = 1
     manifest["spec"].update(spec)
+    return manifest
+
+
+def failing_job(name: str, backoff_limit: int, **spec: Any) -> dict[str, Any]:
+    """A job whose aggregator cannot start: Python refuses to run with a bogus PYTHONHOME."""
+    manifest = small_job(name, backoffLimit=backoff_limit, **spec)
+    manifest["spec"]["template"] = {"aggregator": {"env": [{"name": "PYTHONHOME", "value": "/nonexistent"}]}}
     return manifest

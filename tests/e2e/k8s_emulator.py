@@ -92,6 +92,8 @@ class AdmissionDenied(KubernetesError):
 class FedkubeEmulator(kmock.KubernetesEmulator):
     """The emulator with the API-server behaviour listed in the module docstring."""
 
+    created: list[tuple[str, str]]  # (plural, name) of every object created, in order
+
     def register_crd(self, crd: Mapping[str, Any]) -> None:
         spec = crd.get("spec", {})
         names = spec.get("names", {})
@@ -254,7 +256,10 @@ class FedkubeEmulator(kmock.KubernetesEmulator):
                 if request.subresource is None and old is not None:
                     await self._admit(request, dict(merge_patch_dict(old, request.data)), old)
                 request.data.setdefault("metadata", {})["resourceVersion"] = str(next(_resource_versions))
-        return await super()._handle(request)
+        response = await super()._handle(request)
+        if res is not None and request.action == kmock.action.CREATE and response.status < 300:
+            self.created.append((res.plural, (request.data.get("metadata") or {}).get("name", "")))
+        return response
 
 
 class EmulatorServer:
@@ -269,6 +274,7 @@ class EmulatorServer:
 
     async def _serve(self, ready: threading.Event) -> None:
         emulator = FedkubeEmulator()
+        emulator.created = []
         emulator.resources.load_bundled()
         for resource in list(emulator.resources):
             # The bundle is a k3s snapshot: metrics.k8s.io 'pods' would shadow the real pods in kubectl.
@@ -306,13 +312,10 @@ class EmulatorServer:
             "users": [{"name": "tester", "user": {"token": "test-token"}}],
         })
 
-    def creations(self, plural: str) -> Iterator[Any]:
-        """Every create request for a resource plural so far (for counting duplicates)."""
+    def creations(self, plural: str) -> list[str]:
+        """The name of every object of `plural` created so far, once per successful create (duplicates show)."""
         assert self.emulator is not None
-        for request in list(self.emulator.requests):
-            if request.action == kmock.action.CREATE and request.resource is not None \
-                    and request.resource.plural == plural:
-                yield request
+        return [name for kind, name in list(self.emulator.created) if kind == plural]
 
 
 @contextmanager

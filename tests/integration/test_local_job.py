@@ -53,9 +53,12 @@ def test_client_killed_mid_round_round_completes_with_quorum(jobs):
     doc = with_task(job_doc("killed", partitions=4, rounds=3, min_available=3, roundTimeoutSeconds=20),
                     "fixture_tasks:straggler", {"slowPartition": 3, "slowCalls": [2], "seconds": 120})
     job = jobs(doc)
-    job.wait_for("partition 3 to take part in a second round",
-                 lambda s: len(s["history"]) >= 1 and 3 in s["history"][0]["participants"]["reported"]
-                 and s["round"] == 2 and s["clients"]["reported"] >= 1)
+    # Partition 3 sleeps in its second local training: wait until it has reported once and the
+    # next round, which samples every live client, is under way.
+    job.wait_for("partition 3 to be in its second round",
+                 lambda s: sum(3 in h["participants"]["reported"] for h in s["history"]) == 1
+                 and s["round"] == len(s["history"]) + 1 and s["clients"]["selected"] == 4
+                 and s["clients"]["reported"] >= 1)
     job.kill_client(3)  # asleep in its second local training
     assert job.wait_exit(timeout=300) == 0, job.aggregator_log()
     history = job.metrics()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from fedkube.cli import build_parser
 from fedkube.plan import make_plan
 from fedkube.spec import parse_manifest
 from fedkube_operator.names import AGGREGATOR, Slot
@@ -149,10 +150,13 @@ def test_commands_match_the_runtime_contract() -> None:
     aggregator = render_aggregator_pod(plan, OWNER, CONFIG)["spec"]["containers"][0]["command"]
     assert aggregator == ["fedkube", "aggregator", "--manifest", "/etc/fedkube/job/manifest.yaml", "--port", "7070",
                           "--status-port", "8080", "--output-dir", "/var/lib/fedkube",
+                          "--termination-log", "/dev/termination-log",
                           "--checkpoint-uri", "file:///var/lib/fedkube/checkpoints"]
+    assert build_parser().parse_args(aggregator[1:]).termination_log == "/dev/termination-log"
     client = render_client_pod(plan, 1, OWNER, CONFIG)["spec"]["containers"][0]["command"]
     assert client == ["fedkube", "client", "--manifest", "/etc/fedkube/job/manifest.yaml", "--partition", "1",
                       "--aggregator", "digits-aggregator.team-a.svc:7070"]
+    assert build_parser().parse_args(client[1:]).partition == 1
     assert aggregator_address(plan) == "digits-aggregator.team-a.svc:7070"
 
 

@@ -57,7 +57,8 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir).resolve()
     plan = make_plan(job, checkpoint_uri=args.checkpoint_uri or f"file://{output_dir}/checkpoints")
     options = ServeOptions(args.host, args.port, args.status_port, output_dir,
-                           Path(args.ready_file) if args.ready_file else None)
+                           Path(args.ready_file) if args.ready_file else None,
+                           Path(args.termination_log) if args.termination_log else None)
     return run_aggregator(plan.aggregator, options)
 
 
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="/var/run/fedkube")
     p.add_argument("--checkpoint-uri", help="overrides spec.checkpoint.uri")
     p.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
+    p.add_argument("--termination-log", help="write the final status document here (a pod's termination message)")
     p.set_defaults(func=cmd_aggregator)
 
     p = sub.add_parser("client", help="train one partition (what a client pod runs)")

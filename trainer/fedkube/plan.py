@@ -13,6 +13,7 @@ from typing import Any
 from fedkube.spec import FederatedJob, sample_size
 from fedkube.spec.model import (
     CheckpointSpec,
+    CompressionSpec,
     OptimizerSpec,
     PartitionerSpec,
     PodTemplateSpec,
@@ -42,6 +43,7 @@ class AggregatorPlan:
     join_timeout_seconds: float
     max_concurrent_streams: int
     pod: PodTemplateSpec
+    compression: CompressionSpec = CompressionSpec()
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class ClientPlan:
     train: TrainSettings
     seed: int
     pod: PodTemplateSpec
+    strategy: StrategySpec = StrategySpec()        # FedProx and SCAFFOLD change local training
+    compression: CompressionSpec = CompressionSpec()
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         join_timeout_seconds=spec.clients.join_timeout_seconds,
         max_concurrent_streams=spec.transport.max_concurrent_streams,
         pod=spec.template.aggregator,
+        compression=spec.compression,
     )
     train = TrainSettings(spec.clients.local_epochs, spec.clients.batch_size, spec.clients.optimizer)
     clients = tuple(
@@ -123,6 +128,8 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             train=train,
             seed=spec.seed,
             pod=client_pod_template(job, p),
+            strategy=spec.strategy,
+            compression=spec.compression,
         )
         for p in range(spec.data.partitions)
     )

@@ -30,6 +30,30 @@ class UpdateRejected(ValueError):
         super().__init__(detail)
 
 
+def check_weight(weight: float) -> None:
+    if not np.isfinite(weight) or weight <= 0:
+        raise UpdateRejected("bad_weight", f"update weight {weight} is not a positive number")
+
+
+def check_specs(specs: list[TensorSpec], expected: list[TensorSpec]) -> None:
+    """An update must announce exactly the expected tensors, names, dtypes and shapes."""
+    if len(specs) != len(expected):
+        raise UpdateRejected("wrong_shape", f"update has {len(specs)} tensors, expected {len(expected)}")
+    for got, want in zip(specs, expected, strict=True):
+        if got.name != want.name:
+            raise UpdateRejected("wrong_shape", f"tensor {got.name!r} where {want.name!r} was expected")
+        if got.dtype != want.dtype:
+            raise UpdateRejected("wrong_dtype", f"tensor {got.name!r} is {got.dtype}, expected {want.dtype}")
+        if got.shape != want.shape:
+            raise UpdateRejected("wrong_shape",
+                                 f"tensor {got.name!r} has shape {list(got.shape)}, expected {list(want.shape)}")
+
+
+def reject_non_finite(name: str, values: np.ndarray) -> None:
+    if not np.isfinite(values).all():
+        raise UpdateRejected("non_finite", f"tensor {name!r} holds NaN or Inf")
+
+
 class WeightedSum:
     """Sum over clients of `weight * update`, independent of the order updates arrive in."""
 
@@ -40,18 +64,20 @@ class WeightedSum:
         self.total_weight = 0.0
         self.count = 0
 
-    def _fold(self, index: int, start: int, scaled: np.ndarray) -> None:
-        """Add float64 `scaled` at element `start` of tensor `index`, keeping the rounding error."""
-        hi = self._hi[index][start:start + scaled.size]
+    def _fold(self, index: int, where: slice | np.ndarray, scaled: np.ndarray) -> None:
+        """Add float64 `scaled` at elements `where` (a slice or distinct positions) of tensor `index`.
+
+        TwoSum: `error` is exactly what rounding `hi + scaled` lost, and it is kept in `lo`.
+        """
+        hi = self._hi[index][where]
         total = hi + scaled
         back = total - hi
         error = (hi - (total - back)) + (scaled - back)
-        hi[...] = total
-        self._lo[index][start:start + scaled.size] += error
+        self._hi[index][where] = total
+        self._lo[index][where] += error
 
     def begin(self, weight: float) -> UpdateFold:
-        if not np.isfinite(weight) or weight <= 0:
-            raise UpdateRejected("bad_weight", f"update weight {weight} is not a positive number")
+        check_weight(weight)
         return UpdateFold(self, weight)
 
     def mean(self) -> dict[str, np.ndarray]:
@@ -75,38 +101,39 @@ class UpdateFold:
     def __init__(self, target: WeightedSum, weight: float) -> None:
         self.target = target
         self.weight = np.float64(weight)
-        self._folded: list[tuple[int, int, np.ndarray]] = []
+        self._folded: list[tuple[int, slice | np.ndarray, np.ndarray]] = []
         self._scratch = np.empty(0, dtype=np.float64)
 
     def check_specs(self, specs: list[TensorSpec]) -> None:
-        """The update must announce exactly the model's tensors, names, dtypes and shapes."""
-        expected = self.target.specs
-        if len(specs) != len(expected):
-            raise UpdateRejected("wrong_shape", f"update has {len(specs)} tensors, the model has {len(expected)}")
-        for got, want in zip(specs, expected, strict=True):
-            if got.name != want.name:
-                raise UpdateRejected("wrong_shape", f"tensor {got.name!r} where the model has {want.name!r}")
-            if got.dtype != want.dtype:
-                raise UpdateRejected("wrong_dtype", f"tensor {got.name!r} is {got.dtype}, expected {want.dtype}")
-            if got.shape != want.shape:
-                raise UpdateRejected("wrong_shape",
-                                     f"tensor {got.name!r} has shape {list(got.shape)}, expected {list(want.shape)}")
+        check_specs(specs, self.target.specs)
 
     def add(self, index: int, offset: int, chunk: bytes) -> None:
-        """Fold one chunk of tensor `index` starting at byte `offset`."""
+        """Fold one raw chunk of tensor `index` (in the model's dtype) starting at byte `offset`."""
         values = np.frombuffer(chunk, dtype=self.target.specs[index].dtype)
-        start = offset // values.itemsize
+        self.add_dense(index, offset // values.itemsize, values)
+
+    def _scaled(self, index: int, values: np.ndarray) -> np.ndarray:
+        """`values * weight` in float64: exact for float32 values and integer example counts."""
         if self._scratch.size < values.size:
             self._scratch = np.empty(values.size, dtype=np.float64)
         scaled = self._scratch[:values.size]
         np.multiply(values, self.weight, out=scaled)
         # One reduction over the scaled chunk finds any NaN or Inf (they propagate into the sum).
         if not np.isfinite(scaled.sum()):
-            if not np.isfinite(values).all():
-                raise UpdateRejected("non_finite", f"tensor {self.target.specs[index].name!r} holds NaN or Inf")
+            reject_non_finite(self.target.specs[index].name, values)
             raise UpdateRejected("overflow", f"tensor {self.target.specs[index].name!r} overflows when weighted")
-        self.target._fold(index, start, scaled)
-        self._folded.append((index, start, values))
+        return scaled
+
+    def add_dense(self, index: int, start: int, values: np.ndarray) -> None:
+        """Fold decoded values of tensor `index` into elements `start`, `start + 1`, ..."""
+        where = slice(start, start + values.size)
+        self.target._fold(index, where, self._scaled(index, values))
+        self._folded.append((index, where, values))
+
+    def add_sparse(self, index: int, positions: np.ndarray, values: np.ndarray) -> None:
+        """Fold values at `positions` (distinct element indices) of tensor `index`; the rest are zero."""
+        self.target._fold(index, positions, self._scaled(index, values))
+        self._folded.append((index, positions, values))
 
     def commit(self) -> None:
         self.target.total_weight += float(self.weight)
@@ -115,6 +142,6 @@ class UpdateFold:
 
     def abort(self) -> None:
         """Take every folded chunk back out of the sum."""
-        for index, start, values in reversed(self._folded):
-            self.target._fold(index, start, -(values * self.weight))
+        for index, where, values in reversed(self._folded):
+            self.target._fold(index, where, -(values * self.weight))
         self._folded.clear()

@@ -26,7 +26,7 @@ import torch
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.aggregator.state import ResumeError, Stateful, gather, restore, weights_in_model_order
-from fedkube.aggregator.status import StatusBoard, serve_status
+from fedkube.aggregator.status import StatusBoard, serve_status, termination_message
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.plan import AggregatorPlan
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
@@ -53,6 +53,7 @@ class ServeOptions:
     status_port: int = 8080
     output_dir: Path = Path("/var/run/fedkube")
     ready_file: Path | None = None
+    termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
 
 
 class Evaluator:
@@ -97,6 +98,7 @@ def history_entry(outcome: RoundOutcome, completed: bool, evaluation: dict[str, 
         "seconds": round(outcome.seconds, 4),
         "bytes_in": outcome.bytes_in,
         "bytes_out": outcome.bytes_out,
+        "compression_ratio": None if outcome.compression_ratio is None else round(outcome.compression_ratio, 3),
         **train,
     }
 
@@ -117,7 +119,7 @@ class Aggregator:
         model = self.task.build_model()
         self.weights: Weights = get_weights(model)
         self.evaluate = Evaluator(self.task, model)
-        self.strategy: Strategy = build_strategy(plan.strategy)
+        self.strategy: Strategy = build_strategy(plan.strategy, plan.num_partitions)
         self.coordinator = Coordinator(plan)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
@@ -236,12 +238,24 @@ class Aggregator:
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.2)  # let the last JobDone messages flush
 
+    def record_end(self, end: JobEnd) -> None:
+        """Publish how the job ended, in the status files and the pod's termination message."""
+        self.board.phase = "Succeeded" if end.succeeded else "Failed"
+        self.board.message = end.message
+        self.publish()
+        if self.options.termination_log is not None:
+            try:
+                self.options.termination_log.write_text(termination_message(self.board.document()))
+            except OSError as exc:
+                log.warning("could not write the termination message: %s", exc)
+
     async def serve(self) -> int:
         self.options.output_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.resume()
-        except (StoreError, ResumeError) as exc:
+        except (StoreError, ResumeError) as exc:  # before serving: clients keep waiting for a fixed aggregator
             log.error("cannot resume from %s: %s", self.store.uri, exc)
+            self.record_end(JobEnd(False, f"cannot resume from {self.store.uri}: {exc}"))
             return 1
         server = grpc.aio.server(options=GRPC_OPTIONS)
         pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(self.coordinator, self.board.document), server)
@@ -258,9 +272,7 @@ class Aggregator:
         except Exception as exc:  # any crash still tells clients and the status reader why
             log.exception("aggregator failed")
             end = JobEnd(False, f"aggregator error: {exc}")
-        self.board.phase = "Succeeded" if end.succeeded else "Failed"
-        self.board.message = end.message
-        self.publish()
+        self.record_end(end)
         await self.coordinator.finish(end)
         await self.linger()
         await server.stop(grace=1.0)

@@ -40,10 +40,25 @@ class StatusBoard:
             "clients": self.clients(),
             "metrics": {"accuracy": last.get("accuracy"), "loss": last.get("loss"),
                         "bytes_in": sum(h["bytes_in"] for h in self.history),
-                        "bytes_out": sum(h["bytes_out"] for h in self.history)},
+                        "bytes_out": sum(h["bytes_out"] for h in self.history),
+                        "round_bytes_in": last.get("bytes_in"), "round_bytes_out": last.get("bytes_out"),
+                        "compression_ratio": last.get("compression_ratio")},
             "checkpoint": self.checkpoint,
             "history": self.history,
         }
+
+
+def termination_message(document: dict[str, Any], limit: int = 4096) -> str:
+    """The status document as a pod's termination message: Kubernetes keeps only `limit` bytes,
+    so the oldest rounds of the history are left out until it fits."""
+    doc = dict(document)
+    history = list(doc.get("history") or [])
+    while True:
+        doc["history"] = history
+        text = json.dumps(doc, separators=(",", ":"))
+        if len(text.encode()) <= limit or not history:
+            return text
+        history = history[max(1, len(history) // 4):]
 
 
 async def serve_status(document: Callable[[], dict[str, Any]], host: str, port: int) -> asyncio.Server:

@@ -18,10 +18,14 @@ import grpc
 import numpy as np
 import torch
 
+from fedkube.client.corrections import LocalCorrections
+from fedkube.compression import build_codec
 from fedkube.plan import ClientPlan
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
+from fedkube.strategies import proximal_mu
+from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
 from fedkube.weights import Weights, get_weights, set_weights, subtract
 
@@ -63,6 +67,9 @@ class Client:
         self.channel = grpc.insecure_channel(options.target, options=GRPC_OPTIONS)
         self.stub = pb_grpc.AggregatorStub(self.channel)
         self.session = ""
+        self.codec = build_codec(plan.compression)   # lives as long as the client: top-k's residuals
+        self.mu = proximal_mu(plan.strategy)
+        self.variates: Weights = {}                    # SCAFFOLD's client control variate c_i
 
     def _retrying(self, what: str, call):  # type: ignore[no-untyped-def]
         """Run `call` until it succeeds, backing off while the aggregator is unreachable."""
@@ -98,17 +105,28 @@ class Client:
         weights = receive_tensors([spec_from_header(h) for h in info.tensors], (e.data for e in stream))
         return info, weights
 
-    def train_round(self, info: pb.RoundInfo, global_weights: Weights) -> Iterator[pb.Envelope]:
+    def train_round(self, info: pb.RoundInfo, received: Weights) -> Iterator[pb.Envelope]:
+        global_weights, server_variates = split_variates(received)
         set_weights(self.model, global_weights)
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
+        drift = None
+        if server_variates:
+            own = {n: self.variates.get(n, np.zeros_like(c)) for n, c in server_variates.items()}
+            drift = {n: c - own[n] for n, c in server_variates.items()}
         torch.manual_seed(seed)  # dropout and other global-RNG draws repeat when a round is retrained
-        result = self.task.train(self.model, self.data, self.plan.train, self.device, seed)
-        delta = subtract(get_weights(self.model), global_weights)
+        with LocalCorrections(self.model, self.mu, drift) as corrections:
+            result = self.task.train(self.model, self.data, self.plan.train, self.device, seed)
+        update = subtract(get_weights(self.model), global_weights)
+        if server_variates:
+            # c_i+ is the round's mean raw gradient; tensors without a gradient keep theirs (zero).
+            self.variates = {**own, **corrections.mean_gradients()}
+            update = with_variates(update, {n: self.variates[n] - own[n] for n in server_variates})
+        wire = self.codec.encode(update, np.random.default_rng(seed))
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(result.metrics))
         yield pb.Envelope(update=pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket,
-            num_examples=result.num_examples, metrics=result.metrics, tensors=[s.header() for s in specs_of(delta)]))
-        yield from data_envelopes(delta.values())
+            num_examples=result.num_examples, metrics=result.metrics, tensors=[s.header() for s in specs_of(wire)]))
+        yield from data_envelopes(wire.values())
 
     def run(self) -> int:
         self.join()

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from fedkube.spec.errors import FieldError
 from fedkube.spec.model import JobSpec, camel
 
-SUPPORTED_STRATEGIES = {"fedavg"}
 SUPPORTED_SECURE_AGGREGATION = {"none"}
-SUPPORTED_COMPRESSION = {"none"}
+# Strategies that need every client's update in plaintext (a sum is not enough).
+ROBUST_STRATEGIES = {"median", "trimmedmean", "krum"}
 # Parameters that only mean something to some strategies.
 STRATEGY_PARAMETERS = {
     "mu": {"fedprox"},
@@ -81,13 +81,46 @@ def partition_reference_rules(spec: JobSpec) -> list[FieldError]:
 def strategy_rules(spec: JobSpec) -> list[FieldError]:
     strategy = spec.strategy
     errors = []
-    if strategy.name not in SUPPORTED_STRATEGIES:
-        errors.append(_not_yet("spec.strategy.name", f"strategy {strategy.name!r}"))
     for param, users in STRATEGY_PARAMETERS.items():
         if getattr(strategy, param) is not None and strategy.name not in users:
             errors.append(FieldError(
                 f"spec.strategy.{camel(param)}",
                 f"only used by {', '.join(sorted(users))}, not by {strategy.name!r}"))
+    mode = spec.secure_aggregation.mode
+    if strategy.name in ROBUST_STRATEGIES and mode != "none":
+        errors.append(FieldError(
+            "spec.strategy.name", f"{strategy.name!r} compares individual updates, which secure aggregation "
+                                  f"(spec.secureAggregation.mode {mode!r}) hides; use a linear strategy or "
+                                  f"mode 'none'"))
+    if strategy.name == "krum":
+        errors += _krum_rules(spec)
+    return errors
+
+
+def _krum_rules(spec: JobSpec) -> list[FieldError]:
+    """Krum's guarantee needs n > 2f + 2 updates; the smallest round that completes has minAvailable."""
+    f, quorum = spec.strategy.byzantine or 0, spec.clients.min_available
+    errors = []
+    if quorum <= 2 * f + 2:
+        errors.append(FieldError(
+            "spec.strategy.byzantine", f"Krum tolerating {f} Byzantine clients needs more than {2 * f + 2} updates "
+                                       f"a round; spec.clients.minAvailable is {quorum}"))
+    if spec.strategy.multi_krum is not None and spec.strategy.multi_krum > quorum - f:
+        errors.append(FieldError(
+            "spec.strategy.multiKrum", f"{spec.strategy.multi_krum} exceeds the {quorum - f} honest updates a round "
+                                       f"may hold (spec.clients.minAvailable {quorum} minus byzantine {f})"))
+    return errors
+
+
+def compression_rules(spec: JobSpec) -> list[FieldError]:
+    compression, mode = spec.compression, spec.secure_aggregation.mode
+    errors = []
+    if compression.ratio is not None and compression.kind != "topk":
+        errors.append(FieldError("spec.compression.ratio", f"only used by topk, not by {compression.kind!r}"))
+    if compression.kind != "none" and mode != "none":
+        errors.append(FieldError(
+            "spec.compression.kind", f"{compression.kind!r} compresses plaintext updates; secure aggregation "
+                                     f"(spec.secureAggregation.mode {mode!r}) sends masked ones"))
     return errors
 
 
@@ -97,8 +130,6 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
         errors.append(_not_yet("spec.secureAggregation.mode", f"secure aggregation {spec.secure_aggregation.mode!r}"))
     if spec.privacy is not None:
         errors.append(_not_yet("spec.privacy", "differential privacy"))
-    if spec.compression.kind not in SUPPORTED_COMPRESSION:
-        errors.append(_not_yet("spec.compression.kind", f"compression {spec.compression.kind!r}"))
     if spec.transport.tls:
         errors.append(_not_yet("spec.transport.tls", "mutual TLS"))
     if spec.data.sources:
@@ -109,7 +140,7 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
 
 
 SPEC_RULES: list[Callable[[JobSpec], list[FieldError]]] = [
-    quorum_rules, partition_reference_rules, strategy_rules, unbuilt_feature_rules,
+    quorum_rules, partition_reference_rules, strategy_rules, compression_rules, unbuilt_feature_rules,
 ]
 
 
