@@ -16,11 +16,11 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[trainer,operator,test]'
+	$(BIN)/pip install -q -e '.[trainer,operator,report,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fedkube run examples/digits-fedavg.yaml
+	$(BIN)/fedkube run examples/digits-fedavg.yaml --report
 
 $(HELM): tests/chart/helm_tool.py
 	python3 tests/chart/helm_tool.py $(HELM)

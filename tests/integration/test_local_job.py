@@ -116,9 +116,9 @@ def test_twenty_million_parameters_travel_both_ways(jobs):
 class ScriptedClient:
     """A client driven by the test over real gRPC, sending whatever update the test scripts."""
 
-    def __init__(self, target: str, partition: int) -> None:
+    def __init__(self, channel: grpc.Channel, partition: int) -> None:
         self.partition = partition
-        self.stub = pb_grpc.AggregatorStub(grpc.insecure_channel(target))
+        self.stub = pb_grpc.AggregatorStub(channel)
         self.session = self.stub.Join(pb.JoinRequest(partition=partition)).session
 
     def next_round(self) -> tuple[pb.RoundInfo, dict[str, np.ndarray]]:
@@ -164,7 +164,7 @@ def test_bad_updates_are_rejected_counted_and_the_round_goes_on(jobs):
              (_wrong_dtype, "wrong_dtype")]
     job = jobs(job_doc("bad", partitions=4, rounds=len(cases) + 2, min_available=3), clients=[0, 1, 2])
     job.wait_for("three clients to join", lambda s: s["clients"]["joined"] == 3)
-    bad = ScriptedClient(job.target, partition=3)
+    bad = ScriptedClient(job.channel(3), partition=3)
     rounds = {}
     for make_update, reason in cases:
         info, weights = bad.next_round()

@@ -7,7 +7,7 @@ clients) receives the validated manifest and derives its own part of the plan fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fedkube.spec import FederatedJob, sample_size
@@ -23,6 +23,7 @@ from fedkube.spec.model import (
 
 GRPC_PORT = 7070
 STATUS_PORT = 8080
+METRICS_PORT = 9090
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class AggregatorPlan:
     max_concurrent_streams: int
     pod: PodTemplateSpec
     compression: CompressionSpec = CompressionSpec()
+    # The validated manifest, kept in checkpoints so a report can show the configuration.
+    manifest: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class JobPlan:
     aggregator: AggregatorPlan
     clients: tuple[ClientPlan, ...]
     manifest: dict[str, Any]
+    tls: bool = True  # mutual TLS; off only when spec.transport.tls is explicitly false
 
 
 def client_pod_template(job: FederatedJob, partition: int) -> PodTemplateSpec:
@@ -116,6 +120,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         max_concurrent_streams=spec.transport.max_concurrent_streams,
         pod=spec.template.aggregator,
         compression=spec.compression,
+        manifest=job.manifest,
     )
     train = TrainSettings(spec.clients.local_epochs, spec.clients.batch_size, spec.clients.optimizer)
     clients = tuple(
@@ -133,4 +138,4 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         )
         for p in range(spec.data.partitions)
     )
-    return JobPlan(job.name, job.namespace, aggregator, clients, job.manifest)
+    return JobPlan(job.name, job.namespace, aggregator, clients, job.manifest, tls=spec.transport.tls is not False)

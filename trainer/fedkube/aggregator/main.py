@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,13 +25,17 @@ import grpc
 import torch
 
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
+from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
+from fedkube.aggregator.metrics import exposition
 from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.aggregator.state import ResumeError, Stateful, gather, restore, weights_in_model_order
-from fedkube.aggregator.status import StatusBoard, serve_status, termination_message
+from fedkube.aggregator.status import StatusBoard, serve_http, status_routes, termination_message
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
-from fedkube.plan import AggregatorPlan
+from fedkube.logs import set_context
+from fedkube.plan import METRICS_PORT, STATUS_PORT, AggregatorPlan
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import specs_of
+from fedkube.secure.tls import Identity
 from fedkube.stores import StoreError, open_store
 from fedkube.strategies import Strategy, Weights, build_strategy
 from fedkube.tasks import Task, load_task
@@ -50,10 +55,12 @@ T = TypeVar("T")
 class ServeOptions:
     host: str = "0.0.0.0"
     port: int = 7070
-    status_port: int = 8080
+    status_port: int = STATUS_PORT
+    metrics_port: int = METRICS_PORT
     output_dir: Path = Path("/var/run/fedkube")
     ready_file: Path | None = None
     termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
+    tls: Identity | None = None  # None: plaintext, only when the spec opts out
 
 
 class Evaluator:
@@ -103,6 +110,16 @@ def history_entry(outcome: RoundOutcome, completed: bool, evaluation: dict[str, 
     }
 
 
+@contextmanager
+def stopwatch(into: dict[str, Any], key: str) -> Iterator[None]:
+    """Record how long the block took, in seconds, under `key` (for metrics.json and /metrics)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[key] = round(time.perf_counter() - started, 4)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
@@ -121,6 +138,7 @@ class Aggregator:
         self.evaluate = Evaluator(self.task, model)
         self.strategy: Strategy = build_strategy(plan.strategy, plan.num_partitions)
         self.coordinator = Coordinator(plan)
+        self.guard = PeerGuard(plan.job, tls=options.tls is not None)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
                                 plan.checkpoint.endpoint_url)
@@ -134,7 +152,7 @@ class Aggregator:
         return {"joined": len(c.live), "selected": len(state.selected) if state else 0,
                 "reported": len(state.reported) if state else 0,
                 "dropped": c.dropped_total, "rejected": sum(c.rejected_total.values()),
-                **{f"rejected_{k}": v for k, v in sorted(c.rejected_total.items())}}
+                **{f"rejected_{k}": v for k, v in sorted(c.rejected_total.items())}, **self.guard.counts()}
 
     def resume(self) -> None:
         """Continue from the newest valid checkpoint, if any.
@@ -162,7 +180,7 @@ class Aggregator:
         """Take the state now (between rounds, so it is consistent); the returned call writes it."""
         scalars, arrays = gather(self.parts)
         state = {"round": round_number, "job": self.plan.job, "seed": self.plan.seed,
-                 "parts": scalars, "history": list(self.board.history)}
+                 "parts": scalars, "history": list(self.board.history), "manifest": self.plan.manifest}
         weights, keep_last = self.weights, self.plan.checkpoint.keep_last
         return lambda: write_checkpoint(self.store, round_number, weights, arrays, state, keep_last)
 
@@ -210,22 +228,29 @@ class Aggregator:
                     f"only {len(self.coordinator.live)} of the required {self.plan.min_available} clients "
                     f"(spec.clients.minAvailable) are connected after {self.plan.join_timeout_seconds:g}s"))
             self.board.phase, self.board.round = "Running", number
+            set_context(round=number)
             outcome = await self.coordinator.run_round(number, self.weights, specs, self.strategy)
             completed = len(outcome.reported) >= self.plan.min_available
             evaluation: dict[str, float] = {}
+            timings: dict[str, float] = {}
             if completed:
-                self.weights = self.strategy.apply(self.weights, outcome.accumulator)
-                evaluation = self.evaluate(self.weights)
+                with stopwatch(timings, "aggregation_seconds"):
+                    self.weights = self.strategy.apply(self.weights, outcome.accumulator)
+                with stopwatch(timings, "evaluation_seconds"):
+                    evaluation = self.evaluate(self.weights)
             else:
                 log.warning("round %d abandoned: %d of %d required clients reported", number,
                             len(outcome.reported), self.plan.min_available)
-            self.board.history.append(history_entry(outcome, completed, evaluation))
+            entry = history_entry(outcome, completed, evaluation) | timings
+            self.board.history.append(entry)
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
-                await self.checkpoint(number, must=number == self.plan.rounds)
+                with stopwatch(entry, "checkpoint_seconds"):
+                    await self.checkpoint(number, must=number == self.plan.rounds)
             self.publish()
             log.info("round %d/%d %s: accuracy=%s reported=%d dropped=%d rejected=%d", number, self.plan.rounds,
                      "completed" if completed else "abandoned", evaluation.get("accuracy"),
                      len(outcome.reported), len(outcome.dropped), len(outcome.rejected))
+        set_context(round=None)
         weights = self.weights
         await self._store_write(f"export of the final model to {self.store.uri}",
                                 lambda: export_final(self.store, weights), must=True)
@@ -250,6 +275,7 @@ class Aggregator:
                 log.warning("could not write the termination message: %s", exc)
 
     async def serve(self) -> int:
+        set_context(job=self.plan.job)
         self.options.output_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.resume()
@@ -258,14 +284,25 @@ class Aggregator:
             self.record_end(JobEnd(False, f"cannot resume from {self.store.uri}: {exc}"))
             return 1
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(self.coordinator, self.board.document), server)
-        port = server.add_insecure_port(f"{self.options.host}:{self.options.port}")
+        pb_grpc.add_AggregatorServicer_to_server(
+            AggregatorServicer(self.coordinator, self.board.document, self.guard), server)
+        address = f"{self.options.host}:{self.options.port}"
+        if self.options.tls is None:
+            log.warning(INSECURE_WARNING)
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, self.guard.server_credentials(self.options.tls))
         await server.start()
-        http = await serve_status(self.board.document, self.options.host, self.options.status_port)
-        status_port = http.sockets[0].getsockname()[1]
-        log.info("aggregator for job %s serving gRPC on %d, status on %d", self.plan.job, port, status_port)
+        watcher = asyncio.create_task(self.guard.watch())
+        routes = status_routes(self.board.document, exposition(self.board.document))
+        http = [await serve_http(routes, self.options.host, p)
+                for p in (self.options.status_port, self.options.metrics_port)]
+        status_port, metrics_port = (h.sockets[0].getsockname()[1] for h in http)
+        log.info("aggregator for job %s serving gRPC on %d, status on %d, metrics on %d", self.plan.job, port,
+                 status_port, metrics_port)
         if self.options.ready_file:
-            write_json_atomic(self.options.ready_file, {"port": port, "status_port": status_port})
+            write_json_atomic(self.options.ready_file,
+                              {"port": port, "status_port": status_port, "metrics_port": metrics_port})
         self.publish()
         try:
             end = await self.run_rounds()
@@ -275,8 +312,10 @@ class Aggregator:
         self.record_end(end)
         await self.coordinator.finish(end)
         await self.linger()
+        watcher.cancel()
         await server.stop(grace=1.0)
-        http.close()
+        for h in http:
+            h.close()
         log.info("job %s %s: %s", self.plan.job, self.board.phase.lower(), end.message)
         return 0 if end.succeeded else 1
 

@@ -10,6 +10,7 @@ import grpc
 
 from fedkube.aggregator.accumulate import UpdateRejected
 from fedkube.aggregator.coordinator import Coordinator, JobEnd
+from fedkube.aggregator.identity import PeerGuard
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import iter_chunks, spec_from_header
@@ -18,11 +19,18 @@ log = logging.getLogger(__name__)
 
 
 class AggregatorServicer(pb_grpc.AggregatorServicer):
-    def __init__(self, coordinator: Coordinator, status: Callable[[], dict]) -> None:
+    def __init__(self, coordinator: Coordinator, status: Callable[[], dict], guard: PeerGuard) -> None:
         self.coordinator = coordinator
         self.status = status
+        self.guard = guard
+
+    async def _bind(self, context: grpc.aio.ServicerContext, partition: int) -> None:
+        """A call may speak only for the partition its connection's certificate names."""
+        if (refusal := self.guard.refusal(context, partition)) is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
 
     async def Join(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext) -> pb.JoinReply:
+        await self._bind(context, request.partition)
         try:
             session = await self.coordinator.join(request.partition)
         except ValueError as exc:
@@ -30,6 +38,7 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         return pb.JoinReply(job=self.coordinator.plan.job, session=session, rounds=self.coordinator.plan.rounds)
 
     async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Envelope]:
+        await self._bind(context, request.partition)
         try:
             task = await self.coordinator.next_task(request.partition, request.session)
         except ValueError as exc:
@@ -50,6 +59,7 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         if first is None or not first.HasField("update"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an update stream must start with UpdateInfo")
         info = first.update
+        await self._bind(context, info.partition)
 
         async def chunks() -> AsyncIterator[bytes]:
             async for envelope in request_iterator:

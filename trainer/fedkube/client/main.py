@@ -20,10 +20,12 @@ import torch
 
 from fedkube.client.corrections import LocalCorrections
 from fedkube.compression import build_codec
+from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
+from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
@@ -45,6 +47,16 @@ class ConnectOptions:
     reconnect_timeout: float = 300.0
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
+    tls: Identity | None = None  # None: plaintext, only when the spec opts out
+
+
+def open_channel(target: str, tls: Identity | None) -> grpc.Channel:
+    """mTLS to the aggregator: its certificate must come from the job's CA, ours names our partition."""
+    if tls is None:
+        log.warning("mutual TLS is off (spec.transport.tls: false): this client's update travels in clear text")
+        return grpc.insecure_channel(target, options=GRPC_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+    return grpc.secure_channel(target, credentials, options=GRPC_OPTIONS)
 
 
 def round_seed(seed: int, round_number: int, partition: int) -> int:
@@ -64,7 +76,7 @@ class Client:
         self.device = pick_device()
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
-        self.channel = grpc.insecure_channel(options.target, options=GRPC_OPTIONS)
+        self.channel = open_channel(options.target, options.tls)
         self.stub = pb_grpc.AggregatorStub(self.channel)
         self.session = ""
         self.codec = build_codec(plan.compression)   # lives as long as the client: top-k's residuals
@@ -129,6 +141,7 @@ class Client:
         yield from data_envelopes(wire.values())
 
     def run(self) -> int:
+        set_context(job=self.plan.job, partition=self.plan.partition)
         self.join()
         while True:
             task = self._retrying("waiting for a round", self._next_task)
@@ -136,6 +149,7 @@ class Client:
                 log.info("job over (%s): %s", "succeeded" if task.succeeded else "failed", task.message)
                 return 0
             info, weights = task
+            set_context(round=info.round)
             try:
                 reply = self.stub.SubmitUpdate(self.train_round(info, weights))
             except grpc.RpcError as exc:  # the round may have closed under us; the next one goes on

@@ -130,8 +130,6 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
         errors.append(_not_yet("spec.secureAggregation.mode", f"secure aggregation {spec.secure_aggregation.mode!r}"))
     if spec.privacy is not None:
         errors.append(_not_yet("spec.privacy", "differential privacy"))
-    if spec.transport.tls:
-        errors.append(_not_yet("spec.transport.tls", "mutual TLS"))
     if spec.data.sources:
         errors.append(_not_yet("spec.data.sources", "per-partition data sources"))
     if spec.scheduling.gang:
