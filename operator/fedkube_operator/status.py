@@ -41,6 +41,7 @@ class ConditionType(StrEnum):
     SUSPENDED = "Suspended"
     UNSCHEDULABLE = "Unschedulable"
     SPEC_CHANGE_REFUSED = "SpecChangeRefused"
+    PRIVACY_BUDGET_EXHAUSTED = "PrivacyBudgetExhausted"
 
 
 class Reason(StrEnum):
@@ -63,6 +64,7 @@ class Reason(StrEnum):
     SCHEDULED = "Scheduled"
     SPEC_CHANGE_REFUSED = "SpecChangeRefused"
     SPEC_RESTORED = "SpecRestored"
+    PRIVACY_BUDGET_EXHAUSTED = "PrivacyBudgetExhausted"
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,10 @@ def decide(obs: Observation) -> Decision:
     events += _round_events(obs, report, int(prev.get("round") or 0), status["round"])
     status["message"], reason = _summary(phase, status, verdict, report, obs)
     status["conditions"] = _conditions(obs, phase, reason, status["message"], verdict)
+    if report is not None and report.reason == ConditionType.PRIVACY_BUDGET_EXHAUSTED:
+        previous = {c.get("type"): c for c in prev.get("conditions") or [] if isinstance(c, Mapping)}
+        status["conditions"].append(_condition(previous, ConditionType.PRIVACY_BUDGET_EXHAUSTED, True,
+                                               Reason.PRIVACY_BUDGET_EXHAUSTED, report.message, obs.now))
     status["restarts"] = {slot.base_name(obs.job.name): n
                           for slot, n in sorted(restarts.items(), key=lambda i: i[0].order) if n} or None
     status["podsCreated"] = len({p.name for p in obs.pods} | {s.pod_name(obs.job.name, n) for s, n in create})
@@ -347,6 +353,8 @@ def _summary(phase: Phase, status: Mapping[str, Any], verdict: _Verdict, report:
         return verdict.failure[1], verdict.failure[0]
     accuracy = (status.get("metrics") or {}).get("accuracy")
     result = f", accuracy {accuracy:.4f}" if accuracy is not None else ""
+    if phase == Phase.SUCCEEDED and report is not None and report.reason == Reason.PRIVACY_BUDGET_EXHAUSTED:
+        return report.message, Reason.PRIVACY_BUDGET_EXHAUSTED
     if phase == Phase.SUCCEEDED:
         return f"completed {status['round']}/{obs.job.rounds} rounds{result}", Reason.JOB_SUCCEEDED
     if phase == Phase.SUSPENDED:

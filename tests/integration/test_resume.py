@@ -86,7 +86,7 @@ def test_killed_aggregator_resumes_and_ends_bit_identical(s3_server: str, s3_buc
     last = latest_checkpoint(store)
     assert last is not None and last.round == ROUNDS and list_rounds(store) == [ROUNDS - 1, ROUNDS]
     assert [h["round"] for h in last.state["history"]] == list(range(1, ROUNDS + 1))
-    assert set(last.state["parts"]) == {"strategy", "clients"}
+    assert set(last.state["parts"]) == {"strategy", "clients", "privacy"}
     assert last.state["parts"]["clients"]["sampler"] == {"seed": 11, "sampling": "fixed"}
     assert crashed.final_status()["phase"] == "Succeeded"
 

@@ -84,8 +84,21 @@ BAD = [
     ("wrong kind", mutate("kind", "Job"), "kind", "not 'FederatedJob'"),
     ("bad name", mutate("metadata.name", "Digits_1"), "metadata.name", "DNS-1123"),
     ("checkpoint uri scheme", mutate("spec.checkpoint", {"uri": "ftp://x"}), "spec.checkpoint.uri", "match"),
-    ("privacy not built yet", mutate("spec.privacy", {"noiseMultiplier": 1.0, "clippingNorm": 1.0}),
-     "spec.privacy", "not supported yet"),
+    ("zero noise", mutate("spec.privacy", {"noiseMultiplier": 0, "clippingNorm": 1.0}),
+     "spec.privacy.noiseMultiplier", "minimum"),
+    ("negative clipping norm", mutate("spec.privacy", {"noiseMultiplier": 1.0, "clippingNorm": -1}),
+     "spec.privacy.clippingNorm", "minimum"),
+    ("delta of one participant", mutate("spec.privacy", {"noiseMultiplier": 1.0, "clippingNorm": 1.0,
+                                                          "delta": 0.125}), "spec.privacy.delta", "not below 1/8"),
+    ("count noise below the noise", mutate("spec.privacy", {"noiseMultiplier": 1.0, "clippingNorm": 1.0,
+                                                             "adaptiveClipping": {"countNoiseMultiplier": 0.5}}),
+     "spec.privacy.adaptiveClipping.countNoiseMultiplier", "must exceed"),
+    ("pld with sampling without replacement",
+     mutate("spec.privacy", {"noiseMultiplier": 1.0, "clippingNorm": 1.0, "accountant": "pld"},
+            mutate("spec.clients.perRound", 6)), "spec.privacy.accountant", "sampling without replacement"),
+    ("adaptive clipping at sample level",
+     mutate("spec.privacy", {"noiseMultiplier": 1.0, "clippingNorm": 1.0, "level": "sample",
+                             "adaptiveClipping": {}}), "spec.privacy.adaptiveClipping", "only applies to level client"),
 ]
 
 

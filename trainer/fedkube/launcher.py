@@ -185,11 +185,14 @@ def _fmt(value: float | None) -> str:
 
 def final_table(history: tuple[RoundRecord, ...], rows: int = 10) -> Table:
     table = Table(title=f"rounds (last {min(rows, len(history))})")
-    for column in ("round", "status", "accuracy", "loss", "reported", "dropped", "rejected", "seconds"):
+    private = any(h.epsilon is not None for h in history)
+    for column in ("round", "status", "accuracy", "loss", "reported", "dropped", "rejected", "seconds") + (
+            ("epsilon",) if private else ()):
         table.add_column(column, justify="right")
     for h in history[-rows:]:
         table.add_row(str(h.round), h.outcome, _fmt(h.accuracy), _fmt(h.loss), str(h.reported),
-                      str(h.dropped), str(h.rejected), "-" if h.seconds is None else f"{h.seconds:.2f}")
+                      str(h.dropped), str(h.rejected), "-" if h.seconds is None else f"{h.seconds:.2f}",
+                      *((_fmt(h.epsilon),) if private else ()))
     return table
 
 
@@ -253,4 +256,6 @@ def run_local(job: FederatedJob, run_dir: Path, resume: bool = False, console: C
     shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
     run.console.print(f"[green]job {job.name} succeeded[/green]: {len(history)} rounds, "
                       f"final test accuracy {shown}; metrics in {run_dir / 'metrics.json'}")
+    if report is not None and report.reason:
+        run.console.print(f"stopped early ({report.reason}): {report.message}")
     return 0

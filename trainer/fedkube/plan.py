@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fedkube.privacy.settings import PrivacySettings, privacy_settings
 from fedkube.spec import FederatedJob, sample_size
 from fedkube.spec.model import (
     CheckpointSpec,
@@ -44,6 +45,7 @@ class AggregatorPlan:
     join_timeout_seconds: float
     max_concurrent_streams: int
     pod: PodTemplateSpec
+    privacy: PrivacySettings | None = None
     compression: CompressionSpec = CompressionSpec()
     # The validated manifest, kept in checkpoints so a report can show the configuration.
     manifest: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -72,6 +74,8 @@ class ClientPlan:
     pod: PodTemplateSpec
     strategy: StrategySpec = StrategySpec()        # FedProx and SCAFFOLD change local training
     compression: CompressionSpec = CompressionSpec()
+    privacy: PrivacySettings | None = None
+    rewind_rounds: int = 1  # how many rounds a resumed aggregator may ask again: spec.checkpoint.everyRounds
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
     checkpoint = spec.checkpoint
     if checkpoint.uri is None and checkpoint_uri is not None:
         checkpoint = replace(checkpoint, uri=checkpoint_uri)
+    privacy = None if spec.privacy is None else privacy_settings(
+        spec.privacy, spec.clients.sampling, spec.data.partitions, sample_size(spec), spec.clients.min_available)
     aggregator = AggregatorPlan(
         job=job.name,
         rounds=spec.rounds,
@@ -119,6 +125,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         join_timeout_seconds=spec.clients.join_timeout_seconds,
         max_concurrent_streams=spec.transport.max_concurrent_streams,
         pod=spec.template.aggregator,
+        privacy=privacy,
         compression=spec.compression,
         manifest=job.manifest,
     )
@@ -135,6 +142,8 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             pod=client_pod_template(job, p),
             strategy=spec.strategy,
             compression=spec.compression,
+            privacy=privacy,
+            rewind_rounds=spec.checkpoint.every_rounds,
         )
         for p in range(spec.data.partitions)
     )

@@ -29,6 +29,7 @@ class RoundRecord:
     seconds: float | None = None
     outcome: str = "completed"  # or "abandoned": too few clients reported
     rejected: int | None = None
+    epsilon: float | None = None  # privacy spent up to this round, for jobs with spec.privacy
 
     def describe(self, rounds: int) -> str:
         parts = [f"round {self.round}/{rounds} {self.outcome}"]
@@ -77,6 +78,7 @@ class AggregatorReport:
     privacy: dict[str, Any] | None = None
     message: str = ""
     history: tuple[RoundRecord, ...] = ()
+    reason: str = ""  # why the job ended early, e.g. PrivacyBudgetExhausted
 
     @property
     def completed_round(self) -> int:
@@ -105,7 +107,7 @@ class AggregatorReport:
                 history.append(RoundRecord(
                     entry["round"], number(entry.get("accuracy")), number(entry.get("loss")),
                     entry.get("clients_reported"), entry.get("clients_dropped"), number(entry.get("seconds")),
-                    str(entry.get("status") or "completed"), entry.get("clients_rejected")))
+                    str(entry.get("status") or "completed"), entry.get("clients_rejected"), round_epsilon(entry)))
         return cls(
             phase=doc["phase"], round=_count(doc.get("round")), rounds=_count(doc.get("rounds")),
             joined=_count(clients.get("joined")), selected=_count(clients.get("selected")),
@@ -114,7 +116,7 @@ class AggregatorReport:
             accuracy=number(metrics.get("accuracy")), loss=number(metrics.get("loss")),
             checkpoint=dict(checkpoint) if isinstance(checkpoint, Mapping) else None,
             privacy=dict(privacy) if isinstance(privacy, Mapping) else None,
-            message=str(doc.get("message") or ""), history=tuple(history))
+            message=str(doc.get("message") or ""), history=tuple(history), reason=str(doc.get("reason") or ""))
 
     @classmethod
     def parse_text(cls, text: str) -> AggregatorReport | None:

@@ -76,6 +76,14 @@ class WeightedSum:
         self._hi[index][where] = total
         self._lo[index][where] += error
 
+    @property
+    def sums(self) -> list[np.ndarray]:
+        """The running sums in the tensors' shapes, for in-place additions such as central noise.
+
+        What is added lands in the high part only: exact to float64 rounding, plenty for noise.
+        """
+        return [hi.reshape(spec.shape) for spec, hi in zip(self.specs, self._hi, strict=True)]
+
     def begin(self, weight: float) -> UpdateFold:
         check_weight(weight)
         return UpdateFold(self, weight)
@@ -140,8 +148,12 @@ class UpdateFold:
         self.target.count += 1
         self._folded.clear()
 
+    def take_back(self, scale: float) -> None:
+        """Subtract `scale` times every chunk folded so far (its weight: all of it) from the sum."""
+        for index, where, values in reversed(self._folded):
+            self.target._fold(index, where, -(values * np.float64(scale)))
+
     def abort(self) -> None:
         """Take every folded chunk back out of the sum."""
-        for index, where, values in reversed(self._folded):
-            self.target._fold(index, where, -(values * self.weight))
+        self.take_back(self.weight)
         self._folded.clear()

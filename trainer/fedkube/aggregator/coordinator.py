@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 class JobEnd:
     succeeded: bool
     message: str
+    reason: str = ""  # why a job ended early, e.g. PrivacyBudgetExhausted
 
 
 @dataclass
@@ -44,11 +45,13 @@ class RoundState:
     specs: list[TensorSpec]
     accumulator: Accumulator
     tickets: dict[int, str]
+    config: dict[int, dict[str, Any]] = field(default_factory=dict)  # partition -> its round config
     served: dict[int, str] = field(default_factory=dict)      # partition -> session that fetched it
     reported: set[int] = field(default_factory=set)
     rejected: dict[int, str] = field(default_factory=dict)    # partition -> reason
     inflight: dict[int, UpdateFold | StackFold] = field(default_factory=dict)
     train_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    client_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     bytes_in: int = 0
     bytes_out: int = 0
     accepted_wire_bytes: int = 0    # bytes of the updates that were aggregated, as sent
@@ -73,6 +76,7 @@ class RoundOutcome:
     bytes_out: int
     seconds: float
     compression_ratio: float | None = None
+    client_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @property
     def num_examples(self) -> int:
@@ -168,6 +172,7 @@ class Coordinator:
             raise
         state.reported.add(partition)
         state.train_metrics.append((num_examples, metrics))
+        state.client_metrics[partition] = metrics
         self._maybe_answered(state)
 
     async def _fold_stream(self, state: RoundState, partition: int, decoder: UpdateDecoder,
@@ -234,12 +239,12 @@ class Coordinator:
         return sorted(int(p) for p in rng.choice(candidates, size=k, replace=False))
 
     async def run_round(self, number: int, weights: Weights, specs: list[TensorSpec],
-                        strategy: Strategy) -> RoundOutcome:
+                        strategy: Strategy, config_for: Callable[[int], dict[str, Any]] = lambda p: {}) -> RoundOutcome:
         started = time.monotonic()
         selected = self.sample(number)
         sent = strategy.broadcast(weights)
         state = RoundState(number, selected, sent, specs_of(sent), strategy.new_round(specs),
-                           {p: secrets.token_hex(8) for p in selected})
+                           {p: secrets.token_hex(8) for p in selected}, {p: config_for(p) for p in selected})
         self.round = state
         self._maybe_answered(state)
         await self._notify()
@@ -258,7 +263,7 @@ class Coordinator:
         ratio = state.accepted_dense_bytes / state.accepted_wire_bytes if state.accepted_wire_bytes else None
         return RoundOutcome(number, selected, sorted(state.reported), dropped, dict(state.rejected),
                             state.accumulator, state.train_metrics, state.bytes_in, state.bytes_out,
-                            time.monotonic() - started, ratio)
+                            time.monotonic() - started, ratio, state.client_metrics)
 
     # --- checkpointed state (see aggregator/state.py) ----------------------------------------
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

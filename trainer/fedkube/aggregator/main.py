@@ -28,11 +28,20 @@ from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
 from fedkube.aggregator.metrics import exposition
 from fedkube.aggregator.servicer import AggregatorServicer
-from fedkube.aggregator.state import ResumeError, Stateful, gather, restore, weights_in_model_order
+from fedkube.aggregator.state import (
+    ResumeError,
+    ScalarState,
+    Stateful,
+    gather,
+    restore,
+    weights_in_model_order,
+)
 from fedkube.aggregator.status import StatusBoard, serve_http, status_routes, termination_message
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.logs import set_context
 from fedkube.plan import METRICS_PORT, STATUS_PORT, AggregatorPlan
+from fedkube.privacy.base import BUDGET_EXHAUSTED
+from fedkube.privacy.build import aggregator_privacy
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import specs_of
 from fedkube.secure.tls import Identity
@@ -136,14 +145,16 @@ class Aggregator:
         model = self.task.build_model()
         self.weights: Weights = get_weights(model)
         self.evaluate = Evaluator(self.task, model)
-        self.strategy: Strategy = build_strategy(plan.strategy, plan.num_partitions)
+        self.privacy = aggregator_privacy(plan.privacy)
+        self.strategy: Strategy = self.privacy.wrap(build_strategy(plan.strategy, plan.num_partitions))
         self.coordinator = Coordinator(plan)
         self.guard = PeerGuard(plan.job, tls=options.tls is not None)
-        self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts)
+        self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts, privacy=self.privacy.status())
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
                                 plan.checkpoint.endpoint_url)
-        # Everything a checkpoint carries besides weights and history; privacy registers "privacy".
-        self.parts: dict[str, Stateful] = {"strategy": self.strategy, "clients": self.coordinator}
+        # Everything a checkpoint carries besides weights and history.
+        self.parts: dict[str, Stateful] = {"strategy": self.strategy, "clients": self.coordinator,
+                                           "privacy": ScalarState(self.privacy)}
         self.next_round = 1
         self.must_write_seconds = MUST_WRITE_SECONDS
 
@@ -170,6 +181,7 @@ class Aggregator:
                               "give each job its own spec.checkpoint.uri")
         self.weights = weights_in_model_order(self.weights, checkpoint.weights, checkpoint.uri)
         restore(self.parts, checkpoint.state.get("parts", {}), checkpoint.arrays)
+        self.board.privacy = self.privacy.status()
         self.board.history = checkpoint.state.get("history", [])
         self.board.round = checkpoint.round
         self.board.checkpoint = {"uri": checkpoint.uri, "round": checkpoint.round}
@@ -223,13 +235,17 @@ class Aggregator:
     async def run_rounds(self) -> JobEnd:
         specs = specs_of(self.weights)
         for number in range(self.next_round, self.plan.rounds + 1):
+            exhausted = self.privacy.budget_exhausted()
+            if exhausted is not None:
+                return await self.stop_early(number - 1, exhausted)
             if not await self.coordinator.wait_for_quorum(self.plan.join_timeout_seconds):
                 return JobEnd(False, (
                     f"only {len(self.coordinator.live)} of the required {self.plan.min_available} clients "
                     f"(spec.clients.minAvailable) are connected after {self.plan.join_timeout_seconds:g}s"))
             self.board.phase, self.board.round = "Running", number
             set_context(round=number)
-            outcome = await self.coordinator.run_round(number, self.weights, specs, self.strategy)
+            outcome = await self.coordinator.run_round(number, self.weights, specs, self.strategy,
+                                                       self.privacy.round_config)
             completed = len(outcome.reported) >= self.plan.min_available
             evaluation: dict[str, float] = {}
             timings: dict[str, float] = {}
@@ -242,7 +258,9 @@ class Aggregator:
                 log.warning("round %d abandoned: %d of %d required clients reported", number,
                             len(outcome.reported), self.plan.min_available)
             entry = history_entry(outcome, completed, evaluation) | timings
+            self.privacy.record(entry, outcome.client_metrics, completed)
             self.board.history.append(entry)
+            self.board.privacy = self.privacy.status()
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
                 with stopwatch(entry, "checkpoint_seconds"):
                     await self.checkpoint(number, must=number == self.plan.rounds)
@@ -251,10 +269,22 @@ class Aggregator:
                      "completed" if completed else "abandoned", evaluation.get("accuracy"),
                      len(outcome.reported), len(outcome.dropped), len(outcome.rejected))
         set_context(round=None)
+        await self.export_final_model()
+        return JobEnd(True, f"finished {self.plan.rounds} rounds")
+
+    async def export_final_model(self) -> None:
         weights = self.weights
         await self._store_write(f"export of the final model to {self.store.uri}",
                                 lambda: export_final(self.store, weights), must=True)
-        return JobEnd(True, f"finished {self.plan.rounds} rounds")
+
+    async def stop_early(self, last_round: int, message: str) -> JobEnd:
+        """End a job whose privacy budget allows no further round, keeping its last round's model."""
+        log.warning("%s", message)
+        self.board.privacy = self.privacy.status()
+        if last_round and (self.board.checkpoint or {}).get("round") != last_round:
+            await self.checkpoint(last_round, must=True)
+        await self.export_final_model()
+        return JobEnd(True, message, BUDGET_EXHAUSTED)
 
     async def linger(self) -> None:
         """Give connected clients time to fetch JobDone before the server goes away."""
@@ -266,7 +296,7 @@ class Aggregator:
     def record_end(self, end: JobEnd) -> None:
         """Publish how the job ended, in the status files and the pod's termination message."""
         self.board.phase = "Succeeded" if end.succeeded else "Failed"
-        self.board.message = end.message
+        self.board.message, self.board.reason = end.message, end.reason
         self.publish()
         if self.options.termination_log is not None:
             try:

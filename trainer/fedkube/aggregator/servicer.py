@@ -48,7 +48,7 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             return
         yield pb.Envelope(round=pb.RoundInfo(
             round=task.number, rounds=self.coordinator.plan.rounds, ticket=task.tickets[request.partition],
-            config_json=json.dumps({}), tensors=[s.header() for s in task.specs]))
+            config_json=json.dumps(task.config.get(request.partition, {})), tensors=[s.header() for s in task.specs]))
         for chunk in iter_chunks(task.weights[s.name] for s in task.specs):
             task.bytes_out += len(chunk)
             yield pb.Envelope(data=chunk)

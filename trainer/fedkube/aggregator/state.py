@@ -34,6 +34,19 @@ class Stateful(Protocol):
         ...
 
 
+class ScalarState:
+    """A part whose state is scalars only (`state() -> dict`, `load_state(dict)`), seen as Stateful."""
+
+    def __init__(self, part: Any) -> None:
+        self.part = part
+
+    def state(self) -> tuple[dict[str, Any], Arrays]:
+        return self.part.state(), {}
+
+    def load_state(self, scalars: dict[str, Any], arrays: Arrays) -> None:
+        self.part.load_state(scalars)
+
+
 def gather(parts: Mapping[str, Stateful]) -> tuple[dict[str, Any], Arrays]:
     """Each part's scalars under its name, and its arrays under `name/`."""
     scalars: dict[str, Any] = {}

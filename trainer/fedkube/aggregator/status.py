@@ -30,6 +30,8 @@ class StatusBoard:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: dict[str, Any] | None = None
     clients: Callable[[], dict[str, int]] = lambda: {}
+    privacy: dict[str, Any] | None = None  # epsilon and the budget, for jobs with spec.privacy
+    reason: str = ""                       # why the job ended early, e.g. PrivacyBudgetExhausted
 
     def document(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
@@ -39,6 +41,7 @@ class StatusBoard:
             "round": self.round,
             "rounds": self.rounds,
             "message": self.message,
+            **({"reason": self.reason} if self.reason else {}),
             "clients": self.clients(),
             "metrics": {"accuracy": last.get("accuracy"), "loss": last.get("loss"),
                         "bytes_in": sum(h["bytes_in"] for h in self.history),
@@ -46,6 +49,7 @@ class StatusBoard:
                         "round_bytes_in": last.get("bytes_in"), "round_bytes_out": last.get("bytes_out"),
                         "compression_ratio": last.get("compression_ratio")},
             "checkpoint": self.checkpoint,
+            **({"privacy": self.privacy} if self.privacy is not None else {}),
             "history": self.history,
         }
 

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from fedkube.client.corrections import LocalCorrections
-from fedkube.compression import build_codec
+from fedkube.client.rewind import RoundRewind
+from fedkube.compression import Codec, build_codec
 from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
+from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
@@ -76,12 +78,14 @@ class Client:
         self.device = pick_device()
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
+        self.privacy = client_privacy(plan.privacy)
         self.channel = open_channel(options.target, options.tls)
         self.stub = pb_grpc.AggregatorStub(self.channel)
         self.session = ""
         self.codec = build_codec(plan.compression)   # lives as long as the client: top-k's residuals
         self.mu = proximal_mu(plan.strategy)
         self.variates: Weights = {}                    # SCAFFOLD's client control variate c_i
+        self.rewind: RoundRewind[tuple[Weights, Codec]] = RoundRewind(plan.rewind_rounds)
 
     def _retrying(self, what: str, call):  # type: ignore[no-untyped-def]
         """Run `call` until it succeeds, backing off while the aggregator is unreachable."""
@@ -119,25 +123,29 @@ class Client:
 
     def train_round(self, info: pb.RoundInfo, received: Weights) -> Iterator[pb.Envelope]:
         global_weights, server_variates = split_variates(received)
+        self.variates, self.codec = self.rewind.start(info.round, (self.variates, self.codec))
         set_weights(self.model, global_weights)
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
+        config = json.loads(info.config_json or "{}")
         drift = None
         if server_variates:
             own = {n: self.variates.get(n, np.zeros_like(c)) for n, c in server_variates.items()}
             drift = {n: c - own[n] for n, c in server_variates.items()}
         torch.manual_seed(seed)  # dropout and other global-RNG draws repeat when a round is retrained
         with LocalCorrections(self.model, self.mu, drift) as corrections:
-            result = self.task.train(self.model, self.data, self.plan.train, self.device, seed)
+            result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
         update = subtract(get_weights(self.model), global_weights)
         if server_variates:
             # c_i+ is the round's mean raw gradient; tensors without a gradient keep theirs (zero).
             self.variates = {**own, **corrections.mean_gradients()}
             update = with_variates(update, {n: self.variates[n] - own[n] for n in server_variates})
+        update, privacy_metrics = self.privacy.release(update, config)
         wire = self.codec.encode(update, np.random.default_rng(seed))
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(result.metrics))
         yield pb.Envelope(update=pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket,
-            num_examples=result.num_examples, metrics=result.metrics, tensors=[s.header() for s in specs_of(wire)]))
+            num_examples=result.num_examples, metrics={**result.metrics, **privacy_metrics},
+            tensors=[s.header() for s in specs_of(wire)]))
         yield from data_envelopes(wire.values())
 
     def run(self) -> int:

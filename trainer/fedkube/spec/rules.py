@@ -17,6 +17,8 @@ from fedkube.spec.model import JobSpec, camel
 SUPPORTED_SECURE_AGGREGATION = {"none"}
 # Strategies that need every client's update in plaintext (a sum is not enough).
 ROBUST_STRATEGIES = {"median", "trimmedmean", "krum"}
+# Strategies that step from the mean of the summed updates: client-level DP noises that sum.
+SUM_STRATEGIES = {"fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"}
 # Parameters that only mean something to some strategies.
 STRATEGY_PARAMETERS = {
     "mu": {"fedprox"},
@@ -124,12 +126,43 @@ def compression_rules(spec: JobSpec) -> list[FieldError]:
     return errors
 
 
+def privacy_rules(spec: JobSpec) -> list[FieldError]:
+    """Combinations under which the configured noise would not give the accounted guarantee."""
+    privacy = spec.privacy
+    if privacy is None:
+        return []
+    errors = []
+    if privacy.level == "sample":
+        if privacy.placement != "central":
+            errors.append(FieldError("spec.privacy.placement", "only applies to level client: DP-SGD noise is "
+                                                               "always added inside each client"))
+        if privacy.adaptive_clipping is not None:
+            errors.append(FieldError("spec.privacy.adaptiveClipping", "only applies to level client"))
+        return errors
+    partitions = spec.data.partitions
+    if privacy.delta >= 1 / partitions:
+        errors.append(FieldError("spec.privacy.delta", f"{privacy.delta:g} is not below 1/{partitions} "
+                                 f"(spec.data.partitions): a delta that large allows revealing a whole participant"))
+    if spec.strategy.name not in SUM_STRATEGIES:
+        errors.append(FieldError("spec.strategy.name", f"{spec.strategy.name!r} does not aggregate a sum of updates, "
+                                 f"so client-level noise and clipping lose their meaning; use one of "
+                                 f"{', '.join(sorted(SUM_STRATEGIES))}, or spec.privacy.level sample"))
+    adaptive = privacy.adaptive_clipping
+    if adaptive and adaptive.count_noise_multiplier is not None and \
+            adaptive.count_noise_multiplier <= privacy.noise_multiplier:
+        errors.append(FieldError("spec.privacy.adaptiveClipping.countNoiseMultiplier",
+                                 f"{adaptive.count_noise_multiplier:g} must exceed spec.privacy.noiseMultiplier "
+                                 f"({privacy.noise_multiplier:g}): the count's noise is part of the accounted noise"))
+    if privacy.accountant == "pld" and spec.clients.sampling == "fixed" and sample_size(spec) < partitions:
+        errors.append(FieldError("spec.privacy.accountant", "pld cannot account fixed-size sampling of a subset "
+                                 "(sampling without replacement); use rdp, or spec.clients.sampling poisson"))
+    return errors
+
+
 def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
     errors = []
     if spec.secure_aggregation.mode not in SUPPORTED_SECURE_AGGREGATION:
         errors.append(_not_yet("spec.secureAggregation.mode", f"secure aggregation {spec.secure_aggregation.mode!r}"))
-    if spec.privacy is not None:
-        errors.append(_not_yet("spec.privacy", "differential privacy"))
     if spec.data.sources:
         errors.append(_not_yet("spec.data.sources", "per-partition data sources"))
     if spec.scheduling.gang:
@@ -138,7 +171,8 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
 
 
 SPEC_RULES: list[Callable[[JobSpec], list[FieldError]]] = [
-    quorum_rules, partition_reference_rules, strategy_rules, compression_rules, unbuilt_feature_rules,
+    quorum_rules, partition_reference_rules, strategy_rules, compression_rules, privacy_rules,
+    unbuilt_feature_rules,
 ]
 
 
