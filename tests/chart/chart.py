@@ -23,8 +23,10 @@ CASES: dict[str, dict[str, Any]] = {
     "default": {},
     "namespaced": {"watch": {"allNamespaces": False, "namespaces": ["ml-team-a", "ml-team-b"]}},
     "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}}},
-    "network-policy": {"networkPolicy": {"enabled": True, "namespaces": ["ml-team-a"],
-                                         "objectStorage": {"cidrs": ["10.20.0.0/16"], "ports": [443, 9000]}}},
+    "network-policy": {"networkPolicy": {
+        "enabled": True, "namespaces": ["ml-team-a"],
+        "objectStorage": {"cidrs": ["10.20.0.0/16"], "ports": [443, 9000]},
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}},
     "webhook-off": {"webhook": {"enabled": False}, "metrics": {"enabled": False}},
     "cert-manager": {"webhook": {"certManager": {"enabled": True}}},
     "everything": {
@@ -35,7 +37,8 @@ CASES: dict[str, dict[str, Any]] = {
         "trainerImage": {"repository": "registry.example/fedkube/trainer", "tag": "0.1.0-cu128",
                          "pullPolicy": "Always"},
         "checkpoints": {"volumeSize": "20Gi", "storageClass": "fast"},
-        "operator": {"logLevel": "debug", "nodeSelector": {"pool": "system"}, "priorityClassName": "high"},
+        "operator": {"logLevel": "debug", "logFormat": "json", "nodeSelector": {"pool": "system"},
+                     "priorityClassName": "high"},
         "imagePullSecrets": [{"name": "regcred"}],
         "serviceAccount": {"annotations": {"team": "platform"}},
     },

@@ -20,7 +20,8 @@ from fedkube_operator.render import Owner, RenderConfig, render_job_objects, ren
 
 RBAC_KINDS = ("ClusterRole", "Role")
 CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"),
-                  ("admissionregistration.k8s.io", "validatingwebhookconfigurations")}
+                  ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+                  ("admissionregistration.k8s.io", "mutatingwebhookconfigurations")}
 
 
 def rules_of(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -65,17 +66,25 @@ def test_namespaced_mode_grants_namespaced_resources_only_in_served_namespaces(t
     assert [a for a in args if a.startswith("--namespace")] == [f"--namespace={ns}" for ns in served]
 
 
+WEBHOOK_CONFIGURATIONS = {"validatingwebhookconfigurations", "mutatingwebhookconfigurations"}
+
+
 def test_with_cert_manager_the_operator_cannot_touch_webhook_configurations(tmp_path: Path) -> None:
     objects = render(CASES["cert-manager"], tmp_path)
-    assert all("validatingwebhookconfigurations" not in r["resources"] for r in rules_of(objects, "ClusterRole"))
+    assert all(not WEBHOOK_CONFIGURATIONS & set(r["resources"]) for r in rules_of(objects, "ClusterRole"))
+    assert not of_kind(objects, "MutatingWebhookConfiguration")
 
 
 def test_webhook_configuration_patches_are_limited_to_the_releases_own(tmp_path: Path) -> None:
     objects = render(None, tmp_path)
     name = one(objects, "ValidatingWebhookConfiguration")["metadata"]["name"]
-    patch = [r for r in rules_of(objects, "ClusterRole") if "validatingwebhookconfigurations" in r["resources"]
+    # Kopf also keeps a mutating configuration of the same name: the chart owns it, empty.
+    mutating = one(objects, "MutatingWebhookConfiguration")
+    assert mutating["metadata"]["name"] == name and mutating["webhooks"] == []
+    patch = [r for r in rules_of(objects, "ClusterRole") if WEBHOOK_CONFIGURATIONS & set(r["resources"])
              and "patch" in r["verbs"]]
-    assert patch == [{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+    assert patch == [{"apiGroups": ["admissionregistration.k8s.io"], "resources": sorted(WEBHOOK_CONFIGURATIONS,
+                                                                                       reverse=True),
                       "resourceNames": [name], "verbs": ["patch"]}]
 
 

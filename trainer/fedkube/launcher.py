@@ -176,7 +176,14 @@ def _progress_fields(report: AggregatorReport) -> dict[str, Any]:
     return {"phase": report.phase,
             "clients": f"{report.reported}/{report.selected} reported, {report.joined} joined",
             "acc": _fmt(report.accuracy), "loss": _fmt(report.loss),
-            "eps": "" if report.epsilon is None else f"ε {report.epsilon:.2f}"}
+            "eps": _epsilon(report)}
+
+
+def _epsilon(report: AggregatorReport) -> str:
+    if report.epsilon is None:
+        return ""
+    target = report.target_epsilon
+    return f"ε {report.epsilon:.3g}" + (f"/{target:g}" if target else "")
 
 
 def _fmt(value: float | None) -> str:

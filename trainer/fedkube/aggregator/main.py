@@ -27,6 +27,7 @@ import torch
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
 from fedkube.aggregator.metrics import exposition
+from fedkube.aggregator.secagg import SecAggRounds
 from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.aggregator.state import (
     ResumeError,
@@ -155,6 +156,8 @@ class Aggregator:
         # Everything a checkpoint carries besides weights and history.
         self.parts: dict[str, Stateful] = {"strategy": self.strategy, "clients": self.coordinator,
                                            "privacy": ScalarState(self.privacy)}
+        self.secagg = (SecAggRounds(plan, self.coordinator, self.store)
+                       if plan.secure_aggregation.mode == "secagg+" else None)
         self.next_round = 1
         self.must_write_seconds = MUST_WRITE_SECONDS
 
@@ -244,8 +247,8 @@ class Aggregator:
                     f"(spec.clients.minAvailable) are connected after {self.plan.join_timeout_seconds:g}s"))
             self.board.phase, self.board.round = "Running", number
             set_context(round=number)
-            outcome = await self.coordinator.run_round(number, self.weights, specs, self.strategy,
-                                                       self.privacy.round_config)
+            rounds = self.secagg or self.coordinator
+            outcome = await rounds.run_round(number, self.weights, specs, self.strategy, self.privacy.round_config)
             completed = len(outcome.reported) >= self.plan.min_available
             evaluation: dict[str, float] = {}
             timings: dict[str, float] = {}
@@ -315,7 +318,7 @@ class Aggregator:
             return 1
         server = grpc.aio.server(options=GRPC_OPTIONS)
         pb_grpc.add_AggregatorServicer_to_server(
-            AggregatorServicer(self.coordinator, self.board.document, self.guard), server)
+            AggregatorServicer(self.coordinator, self.board.document, self.guard, self.secagg), server)
         address = f"{self.options.host}:{self.options.port}"
         if self.options.tls is None:
             log.warning(INSECURE_WARNING)

@@ -20,6 +20,7 @@ import torch
 
 from fedkube.client.corrections import LocalCorrections
 from fedkube.client.rewind import RoundRewind
+from fedkube.client.secagg import SecAggParticipant
 from fedkube.compression import Codec, build_codec
 from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
@@ -27,6 +28,7 @@ from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
+from fedkube.secure.secagg import ProtocolError
 from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
@@ -121,7 +123,8 @@ class Client:
         weights = receive_tensors([spec_from_header(h) for h in info.tensors], (e.data for e in stream))
         return info, weights
 
-    def train_round(self, info: pb.RoundInfo, received: Weights) -> Iterator[pb.Envelope]:
+    def train_round(self, info: pb.RoundInfo, received: Weights,
+                    secagg: SecAggParticipant | None = None) -> Iterator[pb.Envelope]:
         global_weights, server_variates = split_variates(received)
         self.variates, self.codec = self.rewind.start(info.round, (self.variates, self.codec))
         set_weights(self.model, global_weights)
@@ -140,11 +143,14 @@ class Client:
             self.variates = {**own, **corrections.mean_gradients()}
             update = with_variates(update, {n: self.variates[n] - own[n] for n in server_variates})
         update, privacy_metrics = self.privacy.release(update, config)
-        wire = self.codec.encode(update, np.random.default_rng(seed))
+        if secagg is None:
+            wire, num_examples = self.codec.encode(update, np.random.default_rng(seed)), result.num_examples
+        else:  # the example count travels masked inside the vector, as the weight
+            wire, num_examples = secagg.masked_update(update, result.num_examples), 0
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(result.metrics))
         yield pb.Envelope(update=pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket,
-            num_examples=result.num_examples, metrics={**result.metrics, **privacy_metrics},
+            num_examples=num_examples, metrics={**result.metrics, **privacy_metrics},
             tensors=[s.header() for s in specs_of(wire)]))
         yield from data_envelopes(wire.values())
 
@@ -159,7 +165,13 @@ class Client:
             info, weights = task
             set_context(round=info.round)
             try:
-                reply = self.stub.SubmitUpdate(self.train_round(info, weights))
+                secagg = self._secure_aggregation(info)
+                reply = self.stub.SubmitUpdate(self.train_round(info, weights, secagg))
+                if reply.accepted and secagg is not None:
+                    secagg.unmask()
+            except ProtocolError as exc:
+                log.warning("round %d: secure aggregation attempt left: %s", info.round, exc)
+                continue
             except grpc.RpcError as exc:  # the round may have closed under us; the next one goes on
                 log.warning("round %d: update not delivered: %s", info.round, exc.details())
                 continue
@@ -167,6 +179,15 @@ class Client:
                 log.info("round %d: update accepted", info.round)
             else:
                 log.warning("round %d: update rejected: %s", info.round, reply.reason)
+
+    def _secure_aggregation(self, info: pb.RoundInfo) -> SecAggParticipant | None:
+        """With SecAgg+, agree keys and exchange shares before training; None for plain rounds."""
+        config = json.loads(info.config_json or "{}")
+        if "secagg" not in config:
+            return None
+        secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
+        secagg.exchange_keys()
+        return secagg
 
 
 def run_client(plan: ClientPlan, options: ConnectOptions) -> int:
