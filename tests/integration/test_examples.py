@@ -39,6 +39,8 @@ def rounds_to(history: list[dict], target: float) -> float:
     return next((h["round"] for h in history if (h["accuracy"] or 0) >= target), float("inf"))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # three jobs of 9 processes and 20 rounds each
 def test_noniid_digits_scaffold_reaches_ninety_percent_before_fedavg(tmp_path):
     reached = {s: rounds_to(run_example(f"digits-noniid-{s}.yaml", tmp_path / s), 0.9)
                for s in ("fedavg", "fedprox", "scaffold")}
