@@ -77,3 +77,35 @@ def test_wrong_tensors_are_refused_before_any_data(update, reason):
 def test_non_positive_weight_is_refused(weight):
     with pytest.raises(UpdateRejected):
         WeightedSum([TensorSpec("w", "float32", (1,))]).begin(weight)
+
+
+def test_huge_but_finite_values_are_folded_exactly():
+    # Their squares overflow float32, so the fast screen fails and the exact check lets them through.
+    acc = WeightedSum([TensorSpec("w", "float32", (3,))])
+    fold_update(acc, 2, {"w": np.array([1e30, -1e30, 3.0], np.float32)})
+    np.testing.assert_allclose(acc.sums[0], [2e30, -2e30, 6.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("values, weight, reason", [
+    ([1.0, np.inf, 2.0], 1, "non_finite"),
+    ([1.0, -np.inf, 2.0], 1, "non_finite"),
+    ([3e38, 1.0, 1.0], 10, "overflow"),
+])
+def test_non_finite_or_overflowing_chunks_never_reach_the_sum(values, weight, reason):
+    acc = WeightedSum([TensorSpec("w", "float32", (3,))])
+    fold_update(acc, 1, {"w": np.ones(3, np.float32)})
+    fold = acc.begin(weight)
+    with pytest.raises(UpdateRejected) as info:
+        fold.add(0, 0, np.array(values, np.float32).tobytes())
+    assert info.value.reason == reason
+    fold.abort()
+    np.testing.assert_array_equal(acc.sums[0], np.ones(3))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_every_float_dtype_is_weighted_and_summed(dtype):
+    acc = WeightedSum([TensorSpec("w", dtype, (4,))])
+    fold_update(acc, 1, {"w": np.array([1, 2, 3, 4], dtype)}, chunk_bytes=8)
+    fold_update(acc, 3, {"w": np.array([4, 3, 2, 1], dtype)}, chunk_bytes=8)
+    assert acc.sums[0].dtype == np.result_type(dtype, np.float32)
+    np.testing.assert_allclose(acc.mean()["w"], [3.25, 2.75, 2.25, 1.75])

@@ -135,7 +135,7 @@ class Coordinator:
 
     async def submit(self, partition: int, round_number: int, ticket: str, num_examples: int,
                      metrics: dict[str, float], specs: list[TensorSpec],
-                     chunks: AsyncIterator[bytes]) -> None:
+                     chunks: AsyncIterator[memoryview]) -> None:
         """Fold one streamed update into the round. Raises UpdateRejected, always counted."""
         state = self.round
         try:
@@ -161,7 +161,7 @@ class Coordinator:
         self._maybe_answered(state)
 
     async def _fold_stream(self, state: RoundState, partition: int, fold: UpdateFold,
-                           specs: list[TensorSpec], chunks: AsyncIterator[bytes]) -> None:
+                           specs: list[TensorSpec], chunks: AsyncIterator[memoryview]) -> None:
         if state.closed:
             raise UpdateRejected("late", f"round {state.number} closed")
         state.inflight[partition] = fold

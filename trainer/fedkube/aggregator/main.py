@@ -25,8 +25,8 @@ from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.aggregator.status import StatusBoard, serve_status
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.plan import AggregatorPlan
-from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import specs_of
+from fedkube.protocol.wire import add_aggregator_service
 from fedkube.stores import open_store
 from fedkube.strategies import Strategy, Weights, build_strategy
 from fedkube.tasks import Task, load_task
@@ -184,7 +184,7 @@ class Aggregator:
         self.options.output_dir.mkdir(parents=True, exist_ok=True)
         self.resume()
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(self.coordinator, self.board.document), server)
+        add_aggregator_service(AggregatorServicer(self.coordinator, self.board.document), server)
         port = server.add_insecure_port(f"{self.options.host}:{self.options.port}")
         await server.start()
         http = await serve_status(self.board.document, self.options.host, self.options.status_port)
