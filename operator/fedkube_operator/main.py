@@ -26,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="serve the whole cluster")
     p.add_argument("--liveness", metavar="URL",
                    help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics at http://ADDR:PORT/metrics (off unless given)")
+    p.add_argument("--metrics-addr", default="0.0.0.0", metavar="ADDR", help="listen address of --metrics-port")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text, or one JSON object per line naming the FederatedJob it is about")
     p.add_argument("--verbose", action="store_true", help="log more")
     p.add_argument("--debug", action="store_true", help="log everything, Kopf's internals included")
 
@@ -89,10 +94,13 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config = config_from_args(args)
-    kopf.configure(debug=args.debug, verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN
+    kopf.configure(debug=args.debug, verbose=args.verbose, log_format=log_format)
     if not args.debug:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     assembly = assemble(config)
+    if args.metrics_port is not None:
+        assembly.memo.runtime.metrics.serve(args.metrics_port, args.metrics_addr)
     kopf.run(**assembly.kwargs(), standalone=True, clusterwide=args.all_namespaces,
              namespaces=args.namespace or (), liveness_endpoint=args.liveness)
     return 0

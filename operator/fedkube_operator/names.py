@@ -57,8 +57,9 @@ def slots(partitions: int) -> list[Slot]:
     return [AGGREGATOR, *(Slot(p) for p in range(partitions))]
 
 
-def secret_name(job: str) -> str:
-    return f"{job}-transport"
+def tls_secret_name(job: str, identity: str) -> str:
+    """One Secret per mTLS identity ("aggregator", "client-<partition>"), so a pod can mount only its own."""
+    return f"{job}-tls-{identity}"
 
 
 def configmap_name(job: str) -> str:

@@ -6,13 +6,15 @@ never as an exception, because a reconcile pass must always be able to run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fedkube.status_document import AggregatorReport, RoundRecord
 from fedkube_operator.names import LABEL_ATTEMPT, Slot, slot_of
+
+__all__ = ["AggregatorReport", "RoundRecord", "PodView", "pod_view", "parse_time", "format_time"]
 
 ACTIVE_POD_PHASES = frozenset({"Pending", "Running", "Unknown"})
 
@@ -109,94 +111,3 @@ def pod_view(body: Mapping[str, Any]) -> PodView | None:
         deleting=bool(meta.get("deletionTimestamp")),
         waiting=_waiting_message(status),
     )
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """One finished round, from the report's history."""
-
-    round: int
-    accuracy: float | None = None
-    loss: float | None = None
-    reported: int | None = None
-    dropped: int | None = None
-    seconds: float | None = None
-    outcome: str = "completed"  # or "abandoned": too few clients reported
-
-    def describe(self, rounds: int) -> str:
-        parts = [f"round {self.round}/{rounds} {self.outcome}"]
-        if self.accuracy is not None:
-            parts.append(f"accuracy {self.accuracy:.4f}")
-        if self.loss is not None:
-            parts.append(f"loss {self.loss:.4f}")
-        if self.reported is not None:
-            parts.append(f"{self.reported} clients reported, {self.dropped or 0} dropped")
-        if self.seconds is not None:
-            parts.append(f"in {self.seconds:.1f}s")
-        return ", ".join(parts)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _count(value: Any) -> int:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-@dataclass(frozen=True)
-class AggregatorReport:
-    """The aggregator's `GET /status` document (also left as its pod's termination message)."""
-
-    phase: str
-    round: int
-    rounds: int
-    joined: int = 0
-    reported: int = 0
-    dropped: int = 0
-    rejected: int = 0
-    accuracy: float | None = None
-    loss: float | None = None
-    checkpoint: dict[str, Any] | None = None
-    privacy: dict[str, Any] | None = None
-    message: str = ""
-    history: tuple[RoundRecord, ...] = ()
-
-    @property
-    def completed_round(self) -> int:
-        """The last finished round; `round` is the one in progress while the job runs."""
-        if self.history:
-            return self.history[-1].round
-        return self.round if self.phase in ("Succeeded", "Failed") else max(0, self.round - 1)
-
-    @classmethod
-    def parse(cls, doc: Any) -> AggregatorReport | None:
-        """The report in a decoded status document, or None if it is not one."""
-        if not isinstance(doc, Mapping) or doc.get("phase") not in ("Pending", "Running", "Succeeded", "Failed"):
-            return None
-        clients = doc.get("clients") if isinstance(doc.get("clients"), Mapping) else {}
-        metrics = doc.get("metrics") if isinstance(doc.get("metrics"), Mapping) else {}
-        checkpoint = doc.get("checkpoint")
-        privacy = doc.get("privacy")
-        history = []
-        for entry in doc.get("history") or []:
-            if isinstance(entry, Mapping) and isinstance(entry.get("round"), int):
-                history.append(RoundRecord(
-                    entry["round"], _number(entry.get("accuracy")), _number(entry.get("loss")),
-                    entry.get("clients_reported"), entry.get("clients_dropped"), _number(entry.get("seconds")),
-                    str(entry.get("status") or "completed")))
-        return cls(
-            phase=doc["phase"], round=_count(doc.get("round")), rounds=_count(doc.get("rounds")),
-            joined=_count(clients.get("joined")), reported=_count(clients.get("reported")),
-            dropped=_count(clients.get("dropped")), rejected=_count(clients.get("rejected")),
-            accuracy=_number(metrics.get("accuracy")), loss=_number(metrics.get("loss")),
-            checkpoint=dict(checkpoint) if isinstance(checkpoint, Mapping) else None,
-            privacy=dict(privacy) if isinstance(privacy, Mapping) else None,
-            message=str(doc.get("message") or ""), history=tuple(history))
-
-    @classmethod
-    def parse_text(cls, text: str) -> AggregatorReport | None:
-        try:
-            return cls.parse(json.loads(text))
-        except ValueError:
-            return None

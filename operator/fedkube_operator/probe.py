@@ -12,7 +12,7 @@ import logging
 import aiohttp
 
 from fedkube.plan import STATUS_PORT
-from fedkube_operator.observe import AggregatorReport
+from fedkube.status_document import STATUS_PATH, AggregatorReport
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class AggregatorProbe:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
         try:
-            async with self._session.get(f"http://{host}:{self._port}/status") as response:
+            async with self._session.get(f"http://{host}:{self._port}{STATUS_PATH}") as response:
                 if response.status != 200:
                     return None
                 return AggregatorReport.parse(await response.json(content_type=None))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from fedkube_operator import API_VERSION, KIND
 from fedkube_operator.config import OperatorConfig
 from fedkube_operator.kube import Kube
 from fedkube_operator.manifest import parse, refusal_message, refused_changes
+from fedkube_operator.metrics import OperatorMetrics
 from fedkube_operator.names import AGGREGATOR, configmap_name
 from fedkube_operator.observe import PodView
 from fedkube_operator.probe import AggregatorProbe
@@ -47,6 +48,7 @@ class Runtime:
     config: OperatorConfig
     kube: Kube
     probe: AggregatorProbe
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
 
     async def close(self) -> None:
         await self.kube.close()
@@ -107,6 +109,7 @@ async def _act(decision: Decision, body: Mapping[str, Any], memo: Any, runtime: 
         pods = [render_pod(plan, slot, owner, runtime.config.render, attempt) for slot, attempt in decision.create]
         for start in range(0, len(pods), batch):
             await asyncio.gather(*(kube.create(pod) for pod in pods[start:start + batch]))
+        runtime.metrics.pods_created(list(decision.create))
     if decision.delete:
         await asyncio.gather(*(kube.delete("v1", "Pod", owner.namespace, name) for name in decision.delete))
     patch = merge_patch(previous, decision.status)

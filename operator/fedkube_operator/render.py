@@ -1,10 +1,11 @@
 """JobPlan -> Kubernetes objects, as plain dicts: pure functions, no API calls.
 
-One FederatedJob becomes a transport Secret, a ConfigMap holding the validated manifest (the
-pods' only input, and the operator's record of the spec it is running), a Service in front of
-the aggregator, a PersistentVolumeClaim for `file://` checkpoints, one aggregator Pod and one
-client Pod per partition. Every object carries an ownerReference to the job (controller,
-blockOwnerDeletion), so deleting the job cascades to all of it.
+One FederatedJob becomes one mTLS Secret per identity (aggregator, each client), a ConfigMap
+holding the validated manifest (the pods' only input, and the operator's record of the spec it
+is running), a Service in front of the aggregator, a PersistentVolumeClaim for `file://`
+checkpoints, one aggregator Pod and one client Pod per partition. Every object carries an
+ownerReference to the job (controller, blockOwnerDeletion), so deleting the job cascades to all
+of it.
 
 Pods run restricted: non-root, read-only root filesystem, every capability dropped, seccomp
 RuntimeDefault, no service-account token. What a container may write goes to emptyDir volumes
@@ -20,7 +21,10 @@ from typing import Any
 
 import yaml
 
-from fedkube.plan import GRPC_PORT, STATUS_PORT, JobPlan
+from fedkube.plan import GRPC_PORT, METRICS_PORT, STATUS_PORT, JobPlan
+from fedkube.secure import DEFAULT_TLS_DIR
+from fedkube.secure.tls import AGGREGATOR as AGGREGATOR_IDENTITY
+from fedkube.secure.tls import CA_FILE, CERT_FILE, KEY_FILE, Identity, client_identity, make_transport_material
 from fedkube.spec.model import PodTemplateSpec
 from fedkube_operator import API_VERSION, KIND
 from fedkube_operator.names import (
@@ -30,19 +34,19 @@ from fedkube_operator.names import (
     configmap_name,
     job_labels,
     pod_labels,
-    secret_name,
     service_name,
+    tls_secret_name,
 )
+from fedkube_operator.security import container_security_context, pod_security_context
 
 MANIFEST_KEY = "manifest.yaml"
 MANIFEST_DIR = "/etc/fedkube/job"
 MANIFEST_PATH = f"{MANIFEST_DIR}/{MANIFEST_KEY}"
-TRANSPORT_DIR = "/etc/fedkube/tls"
+TRANSPORT_DIR = str(DEFAULT_TLS_DIR)
 OUTPUT_DIR = "/var/lib/fedkube"
 DEFAULT_CHECKPOINT_DIR = f"{OUTPUT_DIR}/checkpoints"
 TMP_DIR = "/tmp"
-# Numeric, so the kubelet can check runAsNonRoot without reading the image's /etc/passwd.
-POD_USER = 1000
+TERMINATION_LOG = "/dev/termination-log"  # the aggregator leaves its final status document here
 
 
 @dataclass(frozen=True)
@@ -101,23 +105,34 @@ def _metadata(name: str, owner: Owner, labels: dict[str, str]) -> dict[str, Any]
             "ownerReferences": [owner.reference()]}
 
 
-def transport_keys(plan: JobPlan) -> list[str]:
-    """The transport Secret's keys: the job CA, then a certificate and key per pod identity."""
-    keys = ["ca.crt", "aggregator.crt", "aggregator.key"]
-    for client in plan.clients:
-        keys += [f"client-{client.partition}.crt", f"client-{client.partition}.key"]
-    return keys
+def service_dns_names(plan: JobPlan, cluster_domain: str = "cluster.local") -> list[str]:
+    """Every name a client may dial the aggregator's Service by; its certificate covers them all."""
+    service = service_name(plan.name)
+    return [service, f"{service}.{plan.namespace}", f"{service}.{plan.namespace}.svc",
+            f"{service}.{plan.namespace}.svc.{cluster_domain}"]
 
 
-def render_transport_secret(plan: JobPlan, owner: Owner) -> dict[str, Any]:
-    """A placeholder until mutual TLS lands: every key exists, empty, so mounts already select them."""
-    empty = base64.b64encode(b"").decode()
-    return {
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {**_metadata(secret_name(plan.name), owner, job_labels(plan.name)),
-                     "annotations": {"fedkube.io/transport": "placeholder"}},
-        "data": {key: empty for key in transport_keys(plan)},
-    }
+def render_transport_secrets(plan: JobPlan, owner: Owner, material: Mapping[str, Identity]) -> list[dict[str, Any]]:
+    """One `kubernetes.io/tls` Secret per identity: the job CA, its certificate and its key, nothing else.
+
+    Separate Secrets (not one Secret projected per pod) mean a node, through the node authorizer,
+    can read only the keys of the pods it runs; the CA's private key is in none of them.
+    """
+    def encode(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return [{
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": _metadata(tls_secret_name(plan.name, identity), owner, job_labels(plan.name)),
+        "data": {CA_FILE: encode(m.ca), CERT_FILE: encode(m.cert), KEY_FILE: encode(m.key)},
+    } for identity, m in material.items()]
+
+
+def fresh_transport_material(plan: JobPlan) -> dict[str, Identity]:
+    """The job's mTLS identities, newly minted (the only random step of rendering); none with TLS off."""
+    if not plan.tls:
+        return {}
+    return make_transport_material(plan.name, len(plan.clients), service_dns_names(plan))
 
 
 def manifest_yaml(plan: JobPlan) -> str:
@@ -149,6 +164,7 @@ def render_aggregator_service(plan: JobPlan, owner: Owner) -> dict[str, Any]:
                 {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
                  "appProtocol": "grpc"},
                 {"name": "status", "port": STATUS_PORT, "targetPort": "status", "protocol": "TCP"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
             ],
         },
     }
@@ -170,21 +186,15 @@ def render_checkpoint_claim(plan: JobPlan, owner: Owner, config: RenderConfig) -
 
 
 def render_job_objects(plan: JobPlan, owner: Owner, config: RenderConfig) -> list[dict[str, Any]]:
-    """Everything a job needs before its pods: Secret, ConfigMap, Service and checkpoint claim."""
-    objects = [render_transport_secret(plan, owner), render_manifest_configmap(plan, owner),
-               render_aggregator_service(plan, owner)]
+    """Everything a job needs before its pods: TLS Secrets, ConfigMap, Service and checkpoint claim.
+
+    The TLS material is minted afresh on every call; creating a Secret that exists is a no-op,
+    so the material of the first call is the one the job keeps.
+    """
+    objects = [*render_transport_secrets(plan, owner, fresh_transport_material(plan)),
+               render_manifest_configmap(plan, owner), render_aggregator_service(plan, owner)]
     claim = render_checkpoint_claim(plan, owner, config)
     return objects + ([claim] if claim is not None else [])
-
-
-def _pod_security_context() -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": POD_USER, "runAsGroup": POD_USER, "fsGroup": POD_USER,
-            "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-def _container_security_context() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _env(job: str, template: PodTemplateSpec) -> list[dict[str, Any]]:
@@ -205,27 +215,21 @@ def _env(job: str, template: PodTemplateSpec) -> list[dict[str, Any]]:
     return [e for e in ours if e["name"] not in replaced] + theirs
 
 
-def _transport_volume(plan: JobPlan, identity: str) -> dict[str, Any]:
-    """The transport Secret projected down to the CA and this pod's own certificate and key."""
-    items = [{"key": "ca.crt", "path": "ca.crt"},
-             {"key": f"{identity}.crt", "path": "tls.crt"},
-             {"key": f"{identity}.key", "path": "tls.key"}]
-    return {"name": "transport",
-            "secret": {"secretName": secret_name(plan.name), "items": items, "defaultMode": 0o440}}
-
-
 def _common_volumes(plan: JobPlan, identity: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Manifest and /tmp for every pod, and with mTLS this pod's own TLS Secret (and no other)."""
     volumes = [
         {"name": "manifest", "configMap": {"name": configmap_name(plan.name),
                                            "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}]}},
-        _transport_volume(plan, identity),
         {"name": "tmp", "emptyDir": {}},
     ]
     mounts = [
         {"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True},
-        {"name": "transport", "mountPath": TRANSPORT_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": TMP_DIR},
     ]
+    if plan.tls:
+        volumes.append({"name": "transport", "secret": {"secretName": tls_secret_name(plan.name, identity),
+                                                        "defaultMode": 0o440}})
+        mounts.append({"name": "transport", "mountPath": TRANSPORT_DIR, "readOnly": True})
     return volumes, mounts
 
 
@@ -237,7 +241,8 @@ def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt:
            else {}),
         **container,
         "env": _env(plan.name, template),
-        "securityContext": _container_security_context(),
+        "securityContext": container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if template.resources:
@@ -246,7 +251,7 @@ def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt:
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": _pod_security_context(),
+        "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
     }
@@ -267,7 +272,7 @@ def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt:
 
 def render_aggregator_pod(plan: JobPlan, owner: Owner, config: RenderConfig, attempt: int = 0) -> dict[str, Any]:
     storage = checkpoint_storage(plan)
-    volumes, mounts = _common_volumes(plan, "aggregator")
+    volumes, mounts = _common_volumes(plan, AGGREGATOR_IDENTITY)
     volumes.append({"name": "output", "emptyDir": {}})
     mounts.append({"name": "output", "mountPath": OUTPUT_DIR})
     if storage.mount_path is not None:
@@ -275,14 +280,16 @@ def render_aggregator_pod(plan: JobPlan, owner: Owner, config: RenderConfig, att
                         "persistentVolumeClaim": {"claimName": checkpoint_claim_name(plan.name)}})
         mounts.append({"name": "checkpoints", "mountPath": storage.mount_path})
     command = ["fedkube", "aggregator", "--manifest", MANIFEST_PATH, "--port", str(GRPC_PORT),
-               "--status-port", str(STATUS_PORT), "--output-dir", OUTPUT_DIR]
+               "--status-port", str(STATUS_PORT), "--metrics-port", str(METRICS_PORT), "--output-dir", OUTPUT_DIR,
+               "--termination-log", TERMINATION_LOG]
     if storage.uri_argument is not None:
         command += ["--checkpoint-uri", storage.uri_argument]
     container: dict[str, Any] = {
         "name": "aggregator",
         "command": command,
         "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-                  {"name": "status", "containerPort": STATUS_PORT, "protocol": "TCP"}],
+                  {"name": "status", "containerPort": STATUS_PORT, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 5},
         "volumeMounts": mounts,
     }
@@ -300,7 +307,7 @@ def aggregator_address(plan: JobPlan) -> str:
 def render_client_pod(plan: JobPlan, partition: int, owner: Owner, config: RenderConfig,
                       attempt: int = 0) -> dict[str, Any]:
     client = plan.clients[partition]
-    volumes, mounts = _common_volumes(plan, f"client-{partition}")
+    volumes, mounts = _common_volumes(plan, client_identity(partition))
     container = {
         "name": "client",
         "command": ["fedkube", "client", "--manifest", MANIFEST_PATH, "--partition", str(partition),

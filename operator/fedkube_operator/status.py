@@ -41,6 +41,7 @@ class ConditionType(StrEnum):
     SUSPENDED = "Suspended"
     UNSCHEDULABLE = "Unschedulable"
     SPEC_CHANGE_REFUSED = "SpecChangeRefused"
+    PRIVACY_BUDGET_EXHAUSTED = "PrivacyBudgetExhausted"
 
 
 class Reason(StrEnum):
@@ -63,6 +64,7 @@ class Reason(StrEnum):
     SCHEDULED = "Scheduled"
     SPEC_CHANGE_REFUSED = "SpecChangeRefused"
     SPEC_RESTORED = "SpecRestored"
+    PRIVACY_BUDGET_EXHAUSTED = "PrivacyBudgetExhausted"
 
 
 @dataclass(frozen=True)
@@ -218,14 +220,14 @@ def _transitioned_to_true(previous: Mapping[str, Mapping[str, Any]], type_: str)
     return (previous.get(type_) or {}).get("status") != "True"
 
 
-def _round_events(obs: Observation, report: AggregatorReport | None, from_round: int) -> list[Event]:
-    """One Event per round finished since the last pass (one summary if the history is cut short)."""
-    if report is None or report.completed_round <= from_round:
-        return []
-    records = [r for r in report.history if from_round < r.round <= report.completed_round]
-    if not records:
-        records = [RoundRecord(report.completed_round, report.accuracy, report.loss)]
-    return [Event("Normal", Reason.ROUND_COMPLETED, r.describe(obs.job.rounds)) for r in records]
+def _round_events(obs: Observation, report: AggregatorReport | None, from_round: int, through: int) -> list[Event]:
+    """One Event per round finished since the last pass, described by the report's history where it
+    still holds the round (histories are cut short in termination messages; polls can miss rounds)."""
+    history = {r.round: r for r in (report.history if report is not None else ())}
+    if report is not None and report.completed_round not in history:
+        history[report.completed_round] = RoundRecord(report.completed_round, report.accuracy, report.loss)
+    return [Event("Normal", Reason.ROUND_COMPLETED, (history.get(n) or RoundRecord(n)).describe(obs.job.rounds))
+            for n in range(from_round + 1, through + 1)]
 
 
 def _final_report(pod: PodView | None) -> AggregatorReport | None:
@@ -324,14 +326,13 @@ def decide(obs: Observation) -> Decision:
     elif phase in (Phase.SUSPENDED, Phase.FAILED):
         delete = [p.name for p in obs.pods if p.active]
 
-    events += _round_events(obs, report, int(prev.get("round") or 0))
-    if phase == Phase.SUCCEEDED and final is None:
-        # Rounds that finished after the last poll: the aggregator's exit 0 says they did.
-        seen = max([int(prev.get("round") or 0), *(r.round for r in (report.history if report else ()))])
-        events += [Event("Normal", Reason.ROUND_COMPLETED, f"round {r}/{obs.job.rounds} completed")
-                   for r in range(seen + 1, obs.job.rounds + 1)]
+    events += _round_events(obs, report, int(prev.get("round") or 0), status["round"])
     status["message"], reason = _summary(phase, status, verdict, report, obs)
     status["conditions"] = _conditions(obs, phase, reason, status["message"], verdict)
+    if report is not None and report.reason == ConditionType.PRIVACY_BUDGET_EXHAUSTED:
+        previous = {c.get("type"): c for c in prev.get("conditions") or [] if isinstance(c, Mapping)}
+        status["conditions"].append(_condition(previous, ConditionType.PRIVACY_BUDGET_EXHAUSTED, True,
+                                               Reason.PRIVACY_BUDGET_EXHAUSTED, report.message, obs.now))
     status["restarts"] = {slot.base_name(obs.job.name): n
                           for slot, n in sorted(restarts.items(), key=lambda i: i[0].order) if n} or None
     status["podsCreated"] = len({p.name for p in obs.pods} | {s.pod_name(obs.job.name, n) for s, n in create})
@@ -352,6 +353,8 @@ def _summary(phase: Phase, status: Mapping[str, Any], verdict: _Verdict, report:
         return verdict.failure[1], verdict.failure[0]
     accuracy = (status.get("metrics") or {}).get("accuracy")
     result = f", accuracy {accuracy:.4f}" if accuracy is not None else ""
+    if phase == Phase.SUCCEEDED and report is not None and report.reason == Reason.PRIVACY_BUDGET_EXHAUSTED:
+        return report.message, Reason.PRIVACY_BUDGET_EXHAUSTED
     if phase == Phase.SUCCEEDED:
         return f"completed {status['round']}/{obs.job.rounds} rounds{result}", Reason.JOB_SUCCEEDED
     if phase == Phase.SUSPENDED:

@@ -72,8 +72,9 @@ class FedkubeWebhookServer(kopf.WebhookServer):
                 yield client_config
                 continue
             namespace, name = self._service
+            # No path: Kopf appends "/<handler id>", the route its server listens on.
             service_config: dict[str, Any] = {
-                "service": {"namespace": namespace, "name": name, "port": self._service_port, "path": "/"}}
+                "service": {"namespace": namespace, "name": name, "port": self._service_port}}
             if "caBundle" in client_config:
                 service_config["caBundle"] = client_config["caBundle"]
             yield service_config

@@ -15,13 +15,18 @@ plays the node. For every Pod in its namespace it:
   filesystem is read-only when `readOnlyRootFilesystem` says so, and the process runs as
   `runAsUser`/`runAsGroup` with no new privileges; env from `value`, `fieldRef`,
   `secretKeyRef`, `configMapKeyRef`, `envFrom`;
-- reports the phase through `kubectl patch pod --subresource=status`: Running (podIP 127.0.0.1),
+- runs every pod in the node's own network namespace, reached from this machine through a veth
+  pair at the node's address (the podIP), so fixed ports (7070, 8080) collide neither with this
+  machine's services nor with other tests; without the rights for that, pods share this machine's
+  network at 127.0.0.1;
+- reports the phase through `kubectl patch pod --subresource=status`: Running (podIP the node's),
   then Succeeded or Failed with the exit code (128+signal when killed) and the termination
   message (the last log lines with FallbackToLogsOnError);
 - kills the process when its Pod is deleted.
 
-The image is ignored: the command runs from this machine's PATH (the project's venv first).
-Every pod's aggregator listens on the same fixed ports, so run one job at a time.
+The image is ignored: the command runs from this machine's PATH (the project's venv first), with
+the source tree under test on PYTHONPATH, as the image would carry it.
+Every pod's aggregator listens on the same fixed ports, so run one job per kubelet at a time.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import base64
 import json
 import math
 import os
+import queue
+import secrets
 import shlex
 import shutil
 import signal
@@ -80,6 +87,7 @@ class Kubelet:
     gpus: int = 0
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)  # the node's allocatable CPUs
     bin_dirs: tuple[str, ...] = ()
+    python_path: tuple[str, ...] = ()  # the source roots under test: what the image would carry
     poll_seconds: float = 0.2
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedkube-kubelet-", dir="/var/tmp")))
 
@@ -90,22 +98,57 @@ class Kubelet:
         self.logs: dict[str, Path] = {}  # pod name -> log of its latest run
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="kubelet-stand-in", daemon=True)
+        # Status patches go out in order from their own thread, so a slow kubectl never delays a pod's start.
+        self._patches: queue.Queue[tuple[str, Mapping[str, Any]] | None] = queue.Queue()
+        self._patcher = threading.Thread(target=self._send_patches, name="kubelet-patches", daemon=True)
         self._lock = threading.Lock()
         self.errors: list[str] = []
+        self.netns: str | None = None
+        self.pod_ip = "127.0.0.1"
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Kubelet:
+        self._make_network()
         self._thread.start()
+        self._patcher.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+        self._patches.put(None)
+        self._patcher.join(30)
         with self._lock:
             for pod in list(self.running.values()):
                 self._terminate(pod, grace=1.0)
             self.running.clear()
+        if self.netns is not None:
+            subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _make_network(self) -> None:
+        """A private network namespace for the node's pods, linked to this machine by a veth pair."""
+        token = secrets.token_hex(3)
+        name, host, peer = f"fedkube-{token}", f"fk{token}h", f"fk{token}p"
+        subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(256)}.{4 * secrets.randbelow(64)}"
+        base = subnet.rsplit(".", 1)
+        host_ip, pod_ip = f"{base[0]}.{int(base[1]) + 1}", f"{base[0]}.{int(base[1]) + 2}"
+        steps = [["ip", "netns", "add", name], ["ip", "link", "add", host, "type", "veth", "peer", "name", peer],
+                 ["ip", "link", "set", peer, "netns", name], ["ip", "addr", "add", f"{host_ip}/30", "dev", host],
+                 ["ip", "link", "set", host, "up"], ["ip", "-n", name, "addr", "add", f"{pod_ip}/30", "dev", peer],
+                 ["ip", "-n", name, "link", "set", peer, "up"], ["ip", "-n", name, "link", "set", "lo", "up"]]
+        for step in steps:
+            try:
+                result = subprocess.run(step, capture_output=True, text=True, timeout=10)
+            except OSError as exc:
+                result = subprocess.CompletedProcess(step, 1, "", str(exc))
+            if result.returncode != 0:
+                subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+                subprocess.run(["ip", "link", "del", host], capture_output=True, check=False)
+                sys.stderr.write(f"kubelet stand-in: no private pod network ({' '.join(step)}: "
+                                 f"{result.stderr.strip()}); pods share this machine's network\n")
+                return
+        self.netns, self.pod_ip = name, pod_ip
 
     def kill(self, pod_name: str, sig: int = signal.SIGKILL) -> None:
         """Crash a pod's process, as if its container died."""
@@ -131,6 +174,13 @@ class Kubelet:
             raise
 
     def _patch_status(self, name: str, status: Mapping[str, Any]) -> None:
+        self._patches.put((name, status))
+
+    def _send_patches(self) -> None:
+        while (item := self._patches.get()) is not None:
+            self._send_patch(*item)
+
+    def _send_patch(self, name: str, status: Mapping[str, Any]) -> None:
         result = subprocess.run(
             [self.kubectl, "--kubeconfig", str(self.kubeconfig), "-n", self.namespace, "patch", "pod", name,
              "--subresource=status", "--type=merge", "-p", json.dumps({"status": status})],
@@ -205,7 +255,7 @@ class Kubelet:
             return
         self.running[meta["uid"]] = running
         self._patch_status(meta["name"], {
-            "phase": "Running", "podIP": "127.0.0.1", "hostIP": "127.0.0.1", "startTime": running.started,
+            "phase": "Running", "podIP": self.pod_ip, "hostIP": self.pod_ip, "startTime": running.started,
             "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
             "containerStatuses": [{"name": pod["spec"]["containers"][0]["name"], "ready": True,
                                    "restartCount": 0, "state": {"running": {"startedAt": running.started}}}]})
@@ -253,8 +303,10 @@ class Kubelet:
     def _env(self, pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, str]:
         env = {"PATH": os.pathsep.join([*self.bin_dirs, "/usr/local/bin", "/usr/bin", "/bin"]),
                "HOSTNAME": pod["metadata"]["name"], "LANG": "C.UTF-8"}
+        if self.python_path:
+            env["PYTHONPATH"] = os.pathsep.join(self.python_path)
         fields = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": self.namespace,
-                  "metadata.uid": pod["metadata"]["uid"], "status.podIP": "127.0.0.1"}
+                  "metadata.uid": pod["metadata"]["uid"], "status.podIP": self.pod_ip}
         for source in container.get("envFrom") or []:
             if "secretRef" in source:
                 secret = self._object_data("secrets", source["secretRef"]["name"])
@@ -388,7 +440,8 @@ class Kubelet:
         log_path = workdir / "log"
         self.logs[meta["name"]] = log_path
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(["unshare", "-m", "--", "sh", "-c", script],
+            network = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
+            process = subprocess.Popen([*network, "unshare", "-m", "--", "sh", "-c", script],
                                        env=self._env(pod, container), stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, cwd=container.get("workingDir", "/"),
                                        start_new_session=True)

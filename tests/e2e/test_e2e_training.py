@@ -39,6 +39,6 @@ def test_digits_example_runs_to_success_and_deletes_cleanly(cluster: Cluster, ku
     assert "JobSucceeded" in events
 
     cluster.kubectl("delete", "fj", "digits", "--timeout=30s")
-    wait_for(lambda: not job_objects(cluster, "digits"), 20, "the job's objects to be garbage-collected",
+    wait_for(lambda: not job_objects(cluster, "digits"), 60, "the job's objects to be garbage-collected",
              diagnose=cluster.diagnose)
     assert cluster.kubectl("get", "fj", "digits", check=False).returncode != 0

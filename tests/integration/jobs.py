@@ -15,9 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 from rich.console import Console
 
+from fedkube.client.main import open_channel
 from fedkube.launcher import LocalRun, log_tail
+from fedkube.secure.tls import Identity, client_identity
 from fedkube.spec import parse_manifest
 
 HERE = Path(__file__).parent
@@ -66,6 +69,11 @@ class Job:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.ports['port']}"
+
+    def channel(self, partition: int) -> grpc.Channel:
+        """A real (mTLS unless the spec opts out) channel to the aggregator with partition's certificate."""
+        tls = Identity.read(self.run.tls_dir(client_identity(partition))) if self.run.tls else None
+        return open_channel(self.target, tls)
 
     def status(self) -> dict[str, Any] | None:
         return self.run.status(self.ports["status_port"])

@@ -53,9 +53,12 @@ def test_client_killed_mid_round_round_completes_with_quorum(jobs):
     doc = with_task(job_doc("killed", partitions=4, rounds=3, min_available=3, roundTimeoutSeconds=20),
                     "fixture_tasks:straggler", {"slowPartition": 3, "slowCalls": [2], "seconds": 120})
     job = jobs(doc)
-    job.wait_for("partition 3 to take part in a second round",
-                 lambda s: len(s["history"]) >= 1 and 3 in s["history"][0]["participants"]["reported"]
-                 and s["round"] == 2 and s["clients"]["reported"] >= 1)
+    # Partition 3 sleeps in its second local training: wait until it has reported once and the
+    # next round, which samples every live client, is under way.
+    job.wait_for("partition 3 to be in its second round",
+                 lambda s: sum(3 in h["participants"]["reported"] for h in s["history"]) == 1
+                 and s["round"] == len(s["history"]) + 1 and s["clients"]["selected"] == 4
+                 and s["clients"]["reported"] >= 1)
     job.kill_client(3)  # asleep in its second local training
     assert job.wait_exit(timeout=300) == 0, job.aggregator_log()
     history = job.metrics()
@@ -113,9 +116,9 @@ def test_twenty_million_parameters_travel_both_ways(jobs):
 class ScriptedClient:
     """A client driven by the test over real gRPC, sending whatever update the test scripts."""
 
-    def __init__(self, target: str, partition: int) -> None:
+    def __init__(self, channel: grpc.Channel, partition: int) -> None:
         self.partition = partition
-        self.stub = pb_grpc.AggregatorStub(grpc.insecure_channel(target))
+        self.stub = pb_grpc.AggregatorStub(channel)
         self.session = self.stub.Join(pb.JoinRequest(partition=partition)).session
 
     def next_round(self) -> tuple[pb.RoundInfo, dict[str, np.ndarray]]:
@@ -161,7 +164,7 @@ def test_bad_updates_are_rejected_counted_and_the_round_goes_on(jobs):
              (_wrong_dtype, "wrong_dtype")]
     job = jobs(job_doc("bad", partitions=4, rounds=len(cases) + 2, min_available=3), clients=[0, 1, 2])
     job.wait_for("three clients to join", lambda s: s["clients"]["joined"] == 3)
-    bad = ScriptedClient(job.target, partition=3)
+    bad = ScriptedClient(job.channel(3), partition=3)
     rounds = {}
     for make_update, reason in cases:
         info, weights = bad.next_round()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from moto.server import ThreadedMotoServer
+from safetensors.numpy import load_file
 
 from fedkube.checkpoint import latest_checkpoint, list_rounds, read_checkpoint, write_checkpoint
 from fedkube.stores import FileStore, MissingObject, Store, StoreError, open_store
@@ -233,3 +234,25 @@ def test_open_store_reads_the_endpoint_from_the_environment(
 
     assert store.uri == f"s3://{s3_bucket}/from-env"
     assert S3Store(f"s3://{s3_bucket}", s3_server).list() == ["from-env/k"]
+
+
+def test_checkpoints_cli_against_s3(s3_server: str, s3_bucket: str, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from fedkube.cli import main
+
+    store = S3Store(f"s3://{s3_bucket}/job", s3_server)
+    weights = {"w": np.arange(6, dtype=np.float32)}
+    for n in (1, 2):
+        write_checkpoint(store, n, {"w": weights["w"] * n}, {}, {"round": n, "history": []}, keep_last=3)
+    target = tmp_path / "model.safetensors"
+
+    listed = main(["checkpoints", "ls", store.uri, "--verify", "--endpoint-url", s3_server])
+    exported = main(["checkpoints", "export", store.uri, "--round", "1", "--to", str(target),
+                     "--endpoint-url", s3_server])
+    missing = main(["checkpoints", "show", "s3://no-such-bucket/job", "--endpoint-url", s3_server])
+
+    out, err = capsys.readouterr()
+    assert (listed, exported, missing) == (0, 0, 1)
+    assert "ok (verified) (latest)" in out
+    np.testing.assert_array_equal(load_file(target)["w"], weights["w"])
+    assert err == "error: bucket 'no-such-bucket' does not exist (s3://no-such-bucket/job/latest)\n"

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
+from fedkube.cli import build_parser
 from fedkube.plan import make_plan
+from fedkube.secure.tls import make_transport_material, partition_of
 from fedkube.spec import parse_manifest
 from fedkube_operator.names import AGGREGATOR, Slot
 from fedkube_operator.render import (
@@ -23,8 +26,7 @@ from fedkube_operator.render import (
     render_job_objects,
     render_manifest_configmap,
     render_pod,
-    render_transport_secret,
-    transport_keys,
+    render_transport_secrets,
 )
 
 OWNER = Owner("digits", "team-a", "uid-1234")
@@ -148,11 +150,14 @@ def test_commands_match_the_runtime_contract() -> None:
     plan = plan_of()
     aggregator = render_aggregator_pod(plan, OWNER, CONFIG)["spec"]["containers"][0]["command"]
     assert aggregator == ["fedkube", "aggregator", "--manifest", "/etc/fedkube/job/manifest.yaml", "--port", "7070",
-                          "--status-port", "8080", "--output-dir", "/var/lib/fedkube",
+                          "--status-port", "8080", "--metrics-port", "9090", "--output-dir", "/var/lib/fedkube",
+                          "--termination-log", "/dev/termination-log",
                           "--checkpoint-uri", "file:///var/lib/fedkube/checkpoints"]
+    assert build_parser().parse_args(aggregator[1:]).termination_log == "/dev/termination-log"
     client = render_client_pod(plan, 1, OWNER, CONFIG)["spec"]["containers"][0]["command"]
     assert client == ["fedkube", "client", "--manifest", "/etc/fedkube/job/manifest.yaml", "--partition", "1",
                       "--aggregator", "digits-aggregator.team-a.svc:7070"]
+    assert build_parser().parse_args(client[1:]).partition == 1
     assert aggregator_address(plan) == "digits-aggregator.team-a.svc:7070"
 
 
@@ -182,15 +187,53 @@ def test_claim_size_and_class_come_from_the_operator() -> None:
     assert claim["spec"]["storageClassName"] == "fast"
 
 
-def test_transport_secret_has_a_key_per_identity_and_each_pod_mounts_only_its_own() -> None:
+def _secrets(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
+
+
+def test_one_tls_secret_per_identity_and_each_pod_mounts_only_its_own() -> None:
     plan = plan_of()
-    secret = render_transport_secret(plan, OWNER)
-    assert sorted(secret["data"]) == sorted(transport_keys(plan))
-    assert all(base64.b64decode(v) == b"" for v in secret["data"].values())
-    for pod, identity in zip(all_pods(plan), ["aggregator", "client-0", "client-1", "client-2"], strict=True):
-        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "transport"]
-        keys = {item["key"] for item in volume["secret"]["items"]}
-        assert keys == {"ca.crt", f"{identity}.crt", f"{identity}.key"}
+    secrets = _secrets(render_job_objects(plan, OWNER, CONFIG))
+    identities = ["aggregator", "client-0", "client-1", "client-2"]
+    assert sorted(secrets) == [f"digits-tls-{i}" for i in identities]
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secrets["digits-tls-aggregator"]["data"]["ca.crt"]))
+    for secret in secrets.values():
+        assert secret["type"] == "kubernetes.io/tls"
+        data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+        assert sorted(data) == ["ca.crt", "tls.crt", "tls.key"]  # never the CA's private key
+        x509.load_pem_x509_certificate(data["tls.crt"]).verify_directly_issued_by(ca)
+    for pod, identity in zip(all_pods(plan), identities, strict=True):
+        secret_volumes = [v for v in pod["spec"]["volumes"] if "secret" in v]
+        assert secret_volumes == [{"name": "transport",
+                                   "secret": {"secretName": f"digits-tls-{identity}", "defaultMode": 0o440}}]
+        (mount,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "transport"]
+        assert mount == {"name": "transport", "mountPath": "/etc/fedkube/tls", "readOnly": True}
+        if identity != "aggregator":
+            cert = base64.b64decode(secrets[f"digits-tls-{identity}"]["data"]["tls.crt"])
+            assert partition_of(cert, "digits") == int(identity.removeprefix("client-"))
+
+
+def test_aggregator_certificate_covers_every_service_name() -> None:
+    secret = _secrets(render_job_objects(plan_of(), OWNER, CONFIG))["digits-tls-aggregator"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName)
+    assert names == ["digits-aggregator", "digits-aggregator.team-a", "digits-aggregator.team-a.svc",
+                     "digits-aggregator.team-a.svc.cluster.local", "localhost"]
+    assert aggregator_address(plan_of()).split(":")[0] in names
+
+
+def test_material_renders_the_same_secrets_every_time() -> None:
+    plan = plan_of()
+    material = make_transport_material("digits", 3)
+    assert render_transport_secrets(plan, OWNER, material) == render_transport_secrets(plan, OWNER, material)
+
+
+def test_tls_false_renders_no_secrets_and_mounts_none() -> None:
+    plan = plan_of(transport={"tls": False})
+    assert _secrets(render_job_objects(plan, OWNER, CONFIG)) == {}
+    for pod in all_pods(plan):
+        assert not [v for v in pod["spec"]["volumes"] if "secret" in v]
 
 
 def test_configmap_holds_the_validated_defaulted_manifest_and_is_immutable() -> None:
@@ -202,11 +245,21 @@ def test_configmap_holds_the_validated_defaulted_manifest_and_is_immutable() -> 
     assert parse_manifest(stored, check_entrypoint=False).spec == parse_manifest(manifest(), False).spec
 
 
-def test_service_selects_the_aggregator_on_both_ports() -> None:
+def test_service_selects_the_aggregator_on_every_port() -> None:
     (service,) = [o for o in render_job_objects(plan_of(), OWNER, CONFIG) if o["kind"] == "Service"]
     assert service["metadata"]["name"] == "digits-aggregator"
     assert service["spec"]["selector"] == {"fedkube.io/job": "digits", "fedkube.io/role": "aggregator"}
-    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": 7070, "status": 8080}
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": 7070, "status": 8080, "metrics": 9090}
+
+
+def test_named_metrics_port_for_a_service_monitor() -> None:
+    """A ServiceMonitor selects the Service's `metrics` port, which must name a container port serving it."""
+    (service,) = [o for o in render_job_objects(plan_of(), OWNER, CONFIG) if o["kind"] == "Service"]
+    (container,) = render_aggregator_pod(plan_of(), OWNER, CONFIG)["spec"]["containers"]
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == "metrics"]
+    (target,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
+    command = container["command"]
+    assert str(target["containerPort"]) == command[command.index("--metrics-port") + 1]
 
 
 def test_slot_names() -> None:

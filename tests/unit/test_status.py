@@ -295,3 +295,13 @@ def test_invalid_spec_fails_once_and_expires_with_its_ttl() -> None:
 ])
 def test_merge_patch(old: dict[str, Any], new: dict[str, Any], patch: dict[str, Any]) -> None:
     assert merge_patch(old, new) == patch
+
+
+def test_every_round_gets_an_event_even_when_the_history_was_cut_short() -> None:
+    # A termination message keeps only the newest rounds; polls may have missed rounds 2..4.
+    final = '{"phase": "Succeeded", "round": 5, "rounds": 5, "history": [{"round": 5, "accuracy": 0.97}]}'
+    previous = {**RUNNING_BEFORE, "round": 1}
+    decision = observe((pod(AGGREGATOR, "Succeeded", message=final), *running_pods("Succeeded")[1:]), previous)
+    messages = [e.message for e in decision.events if e.reason == "RoundCompleted"]
+    assert [m.split(" completed")[0] for m in messages] == [f"round {r}/5" for r in (2, 3, 4, 5)]
+    assert messages[-1] == "round 5/5 completed, accuracy 0.9700"

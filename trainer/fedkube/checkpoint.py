@@ -127,6 +127,78 @@ def latest_checkpoint(store: Store) -> Checkpoint | None:
     return None
 
 
+@dataclass(frozen=True)
+class RoundSummary:
+    """What `fedkube checkpoints ls` shows for one round folder, from its manifest."""
+
+    round: int
+    uri: str
+    created: str | None
+    size: int  # bytes of the objects the manifest lists
+    problem: str | None  # why the round cannot be resumed from; None when it is usable
+
+
+def summarize_rounds(store: Store, verify: bool = False) -> list[RoundSummary]:
+    """Every round folder, ascending; `verify` also downloads and hashes each object.
+
+    Without `verify` only manifests are read (cheap even for large models), so a round whose
+    object was altered in place shows as usable until it is verified or read.
+    """
+    summaries = []
+    for round in list_rounds(store):
+        folder, what = round_folder(round), f"checkpoint round {round}"
+        manifest: dict[str, Any] = {}
+        problem = None
+        try:
+            manifest = _read_manifest(store, folder, what)
+            if verify:
+                verify_folder(store, folder)
+        except CorruptCheckpoint as exc:
+            problem = str(exc)
+        objects = manifest.get("objects", {})
+        size = sum(o.get("size", 0) for o in objects.values() if isinstance(o, dict))
+        summaries.append(RoundSummary(round, store.url(folder), manifest.get("created"), size, problem))
+    return summaries
+
+
+def latest_round(store: Store) -> int | None:
+    """The round the `latest` pointer names (None without a readable pointer); not verified."""
+    return _read_latest(store)
+
+
+def verify_folder(store: Store, folder: str, into: Path | None = None) -> dict[str, Any]:
+    """Download and check every object a checkpoint folder's manifest lists; returns the manifest.
+
+    The verified objects are kept under `into` (by name) when given, so a caller that wants to
+    look inside them does not download them twice.
+    """
+    what = f"checkpoint {folder}"
+    manifest = _read_manifest(store, folder, what)
+    with tempfile.TemporaryDirectory(prefix="fedkube-ckpt-") as tmp:
+        for name in manifest["objects"]:
+            if "/" in name or name in (".", ".."):
+                raise CorruptCheckpoint(f"{what}: {store.url(f'{folder}/{MANIFEST}')} lists a bad name {name!r}")
+            path = (into or Path(tmp)) / name
+            _fetch_verified(store, f"{folder}/{name}", manifest, path, what)
+    return manifest
+
+
+def export_weights(store: Store, folder: str, target: Path) -> dict[str, Any]:
+    """Stream a checkpoint folder's verified weights to the local file `target`; returns their entry.
+
+    The download goes to a temporary file beside `target` and is renamed only once its size and
+    sha256 match the manifest, so a failed export never leaves a plausible-looking model behind.
+    """
+    what = f"checkpoint {folder}"
+    manifest = _read_manifest(store, folder, what)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fedkube-export-", dir=target.parent) as tmp:
+        path = _fetch_verified(store, f"{folder}/{WEIGHTS}", manifest, Path(tmp) / WEIGHTS, what)
+        path.replace(target)
+    entry: dict[str, Any] = manifest["objects"][WEIGHTS]
+    return entry
+
+
 def list_rounds(store: Store) -> list[int]:
     """Rounds that have at least one object, complete or not, ascending."""
     return sorted(_keys_by_round(store))

@@ -2,7 +2,8 @@
 
 The launcher starts the same `fedkube aggregator` and `fedkube client` commands the operator
 puts in pods, on 127.0.0.1, and follows the aggregator's status document (the one the operator
-polls) to show progress. Each process logs to its own file under the run directory.
+polls) to show progress. Each process logs to its own file under the run directory, and reads
+its own ephemeral mTLS material (a fresh job CA per run, files 0600) from `<run dir>/tls/<identity>`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedkube.logs import set_context
+from fedkube.secure.tls import client_identity, make_transport_material
 from fedkube.spec import FederatedJob
+from fedkube.status_document import STATUS_PATH, AggregatorReport, RoundRecord
 
 POLL_SECONDS = 0.25
 READY_TIMEOUT = 120.0
@@ -59,13 +63,15 @@ class LocalRun:
     job: FederatedJob
     run_dir: Path
     console: Console
+    log_format: str = "text"
     children: list[Child] = field(default_factory=list)
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log = self.run_dir / "logs" / f"{name}.log"
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
         with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "fedkube.cli", *args], stdout=out,
+            process = subprocess.Popen([sys.executable, "-m", "fedkube.cli", *args, "--log-format", self.log_format],
+                                       stdout=out,
                                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
         child = Child(name, process, log)
         self.children.append(child)
@@ -78,7 +84,25 @@ class LocalRun:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         manifest = self.run_dir / "manifest.yaml"
         manifest.write_text(yaml.safe_dump(self.job.manifest, sort_keys=False))
+        if self.tls:
+            shutil.rmtree(self.run_dir / "tls", ignore_errors=True)
+            for identity, material in make_transport_material(self.job.name, self.job.spec.data.partitions).items():
+                material.write(self.tls_dir(identity))
+        else:
+            self.console.print("[bold red]spec.transport.tls is false: MUTUAL TLS IS OFF, updates travel in clear "
+                               "text and any local process can speak for any partition (debugging only)[/bold red]")
         return manifest
+
+    @property
+    def tls(self) -> bool:
+        return self.job.spec.transport.tls is not False
+
+    def tls_dir(self, identity: str) -> Path:
+        """Where one process's mTLS material lives ("aggregator" or "client-<partition>")."""
+        return self.run_dir / "tls" / identity
+
+    def _tls_args(self, identity: str) -> list[str]:
+        return ["--tls-dir", str(self.tls_dir(identity))] if self.tls else []
 
     def start_aggregator(self, manifest: Path) -> dict[str, int]:
         """Start the aggregator on free ports; returns {"port", "status_port"} once it serves."""
@@ -86,7 +110,8 @@ class LocalRun:
         ready.unlink(missing_ok=True)
         aggregator = self._spawn("aggregator", [
             "aggregator", "--manifest", str(manifest), "--host", "127.0.0.1", "--port", "0",
-            "--status-port", "0", "--output-dir", str(self.run_dir), "--ready-file", str(ready)])
+            "--status-port", "0", "--metrics-port", "0", "--output-dir", str(self.run_dir), "--ready-file", str(ready),
+            *self._tls_args("aggregator")])
         deadline = time.monotonic() + READY_TIMEOUT
         while not ready.exists():
             if aggregator.process.poll() is not None:
@@ -100,7 +125,8 @@ class LocalRun:
 
     def start_client(self, manifest: Path, partition: int, port: int) -> Child:
         return self._spawn(f"client-{partition}", ["client", "--manifest", str(manifest), "--partition",
-                                                   str(partition), "--aggregator", f"127.0.0.1:{port}"])
+                                                   str(partition), "--aggregator", f"127.0.0.1:{port}",
+                                                   *self._tls_args(client_identity(partition))])
 
     def start(self, manifest: Path) -> dict[str, int]:
         ports = self.start_aggregator(manifest)
@@ -110,7 +136,7 @@ class LocalRun:
 
     def status(self, status_port: int) -> dict[str, Any] | None:
         try:
-            with urlopen(f"http://127.0.0.1:{status_port}/status", timeout=2) as response:
+            with urlopen(f"http://127.0.0.1:{status_port}{STATUS_PATH}", timeout=2) as response:
                 return json.loads(response.read())
         except (URLError, OSError, ValueError):
             return None
@@ -143,61 +169,72 @@ class LocalRun:
                 child.process.wait()
 
 
-def _progress_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    metrics, clients = doc.get("metrics", {}), doc.get("clients", {})
-    return {"phase": doc.get("phase", "?"),
-            "clients": f"{clients.get('reported', 0)}/{clients.get('selected', 0)} reported, "
-                       f"{clients.get('joined', 0)} joined",
-            "acc": _fmt(metrics.get("accuracy")), "loss": _fmt(metrics.get("loss"))}
+def _progress_fields(report: AggregatorReport) -> dict[str, Any]:
+    return {"phase": report.phase,
+            "clients": f"{report.reported}/{report.selected} reported, {report.joined} joined",
+            "acc": _fmt(report.accuracy), "loss": _fmt(report.loss),
+            "eps": _epsilon(report)}
+
+
+def _epsilon(report: AggregatorReport) -> str:
+    if report.epsilon is None:
+        return ""
+    target = report.target_epsilon
+    return f"ε {report.epsilon:.3g}" + (f"/{target:g}" if target else "")
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def final_table(history: list[dict[str, Any]], rows: int = 10) -> Table:
+def final_table(history: tuple[RoundRecord, ...], rows: int = 10) -> Table:
     table = Table(title=f"rounds (last {min(rows, len(history))})")
-    for column in ("round", "status", "accuracy", "loss", "reported", "dropped", "rejected", "seconds"):
+    private = any(h.epsilon is not None for h in history)
+    for column in ("round", "status", "accuracy", "loss", "reported", "dropped", "rejected", "seconds") + (
+            ("epsilon",) if private else ()):
         table.add_column(column, justify="right")
     for h in history[-rows:]:
-        table.add_row(str(h["round"]), h["status"], _fmt(h["accuracy"]), _fmt(h["loss"]),
-                      str(h["clients_reported"]), str(h["clients_dropped"]), str(h["clients_rejected"]),
-                      f"{h['seconds']:.2f}")
+        table.add_row(str(h.round), h.outcome, _fmt(h.accuracy), _fmt(h.loss), str(h.reported),
+                      str(h.dropped), str(h.rejected), "-" if h.seconds is None else f"{h.seconds:.2f}",
+                      *((_fmt(h.epsilon),) if private else ()))
     return table
 
 
-def follow(run: LocalRun, status_port: int) -> dict[str, Any]:
-    """Show progress until the aggregator exits; returns the last status document."""
+def follow(run: LocalRun, status_port: int) -> AggregatorReport | None:
+    """Show progress until the aggregator exits; returns the last status document, parsed."""
     rounds = run.job.spec.rounds
-    last: dict[str, Any] = {}
+    last: AggregatorReport | None = None
     aggregator = run.children[0]
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("round {task.completed}/{task.total}"),
                TextColumn("{task.fields[phase]}"), TextColumn("acc {task.fields[acc]}"),
-               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[clients]}"), TimeElapsedColumn()]
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[eps]}"),
+               TextColumn("{task.fields[clients]}"), TimeElapsedColumn()]
     with Progress(*columns, console=run.console, transient=False) as progress:
-        bar = progress.add_task(run.job.name, total=rounds, phase="Pending", acc="-", loss="-", clients="")
+        bar = progress.add_task(run.job.name, total=rounds, phase="Pending", acc="-", loss="-", eps="",
+                               clients="")
         while aggregator.process.poll() is None:
-            doc = run.status(status_port)
-            if doc is not None:
-                last = doc
-                done = len(doc.get("history", []))
-                progress.update(bar, completed=done, **_progress_fields(doc))
+            report = AggregatorReport.parse(run.status(status_port))
+            if report is not None:
+                last = report
+                progress.update(bar, completed=len(report.history), **_progress_fields(report))
             run.report_crashes()
             time.sleep(POLL_SECONDS)
     status_file = run.run_dir / "status.json"
     if status_file.exists():
-        last = json.loads(status_file.read_text())
+        last = AggregatorReport.parse_text(status_file.read_text()) or last
     return last
 
 
-def run_local(job: FederatedJob, run_dir: Path, resume: bool = False, console: Console | None = None) -> int:
-    run = LocalRun(job, run_dir, console or Console())
+def run_local(job: FederatedJob, run_dir: Path, resume: bool = False, console: Console | None = None,
+              log_format: str = "text") -> int:
+    set_context(job=job.name)
+    run = LocalRun(job, run_dir, console or Console(), log_format)
     manifest = run.prepare(resume)
     try:
         ports = run.start(manifest)
         run.console.print(f"job [bold]{job.name}[/bold]: aggregator on 127.0.0.1:{ports['port']}, "
                           f"{job.spec.data.partitions} clients, logs in {run_dir / 'logs'}")
-        doc = follow(run, ports["status_port"])
+        report = follow(run, ports["status_port"])
     except KeyboardInterrupt:
         run.console.print("[yellow]interrupted: stopping every process[/yellow]")
         run.stop(grace=2.0)
@@ -210,16 +247,19 @@ def run_local(job: FederatedJob, run_dir: Path, resume: bool = False, console: C
     run.report_crashes()
     run.stop()
     aggregator = run.children[0]
-    history = doc.get("history", [])
+    history = report.history if report is not None else ()
     if history:
         run.console.print(final_table(history))
     if aggregator.process.returncode != 0:
-        run.console.print(f"[red]job {job.name} failed[/red]: {doc.get('message') or 'the aggregator crashed'}; "
+        message = report.message if report is not None and report.message else "the aggregator crashed"
+        run.console.print(f"[red]job {job.name} failed[/red]: {message}; "
                           f"last lines of {aggregator.log}:")
         run.console.print(log_tail(aggregator.log), markup=False, highlight=False)
         return 1
-    accuracy = doc.get("metrics", {}).get("accuracy")
+    accuracy = report.accuracy if report is not None else None
     shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
     run.console.print(f"[green]job {job.name} succeeded[/green]: {len(history)} rounds, "
                       f"final test accuracy {shown}; metrics in {run_dir / 'metrics.json'}")
+    if report is not None and report.reason:
+        run.console.print(f"stopped early ({report.reason}): {report.message}")
     return 0

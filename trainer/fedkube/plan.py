@@ -7,21 +7,25 @@ clients) receives the validated manifest and derives its own part of the plan fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fedkube.privacy.settings import PrivacySettings, privacy_settings
 from fedkube.spec import FederatedJob, sample_size
 from fedkube.spec.model import (
     CheckpointSpec,
+    CompressionSpec,
     OptimizerSpec,
     PartitionerSpec,
     PodTemplateSpec,
+    SecureAggregationSpec,
     StrategySpec,
     TaskSpec,
 )
 
 GRPC_PORT = 7070
 STATUS_PORT = 8080
+METRICS_PORT = 9090
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,11 @@ class AggregatorPlan:
     join_timeout_seconds: float
     max_concurrent_streams: int
     pod: PodTemplateSpec
+    privacy: PrivacySettings | None = None
+    compression: CompressionSpec = CompressionSpec()
+    secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
+    # The validated manifest, kept in checkpoints so a report can show the configuration.
+    manifest: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,10 @@ class ClientPlan:
     train: TrainSettings
     seed: int
     pod: PodTemplateSpec
+    strategy: StrategySpec = StrategySpec()        # FedProx and SCAFFOLD change local training
+    compression: CompressionSpec = CompressionSpec()
+    secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
+    privacy: PrivacySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,7 @@ class JobPlan:
     aggregator: AggregatorPlan
     clients: tuple[ClientPlan, ...]
     manifest: dict[str, Any]
+    tls: bool = True  # mutual TLS; off only when spec.transport.tls is explicitly false
 
 
 def client_pod_template(job: FederatedJob, partition: int) -> PodTemplateSpec:
@@ -96,6 +110,8 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
     checkpoint = spec.checkpoint
     if checkpoint.uri is None and checkpoint_uri is not None:
         checkpoint = replace(checkpoint, uri=checkpoint_uri)
+    privacy = None if spec.privacy is None else privacy_settings(
+        spec.privacy, spec.clients.sampling, spec.data.partitions, sample_size(spec), spec.clients.min_available)
     aggregator = AggregatorPlan(
         job=job.name,
         rounds=spec.rounds,
@@ -111,6 +127,10 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         join_timeout_seconds=spec.clients.join_timeout_seconds,
         max_concurrent_streams=spec.transport.max_concurrent_streams,
         pod=spec.template.aggregator,
+        privacy=privacy,
+        compression=spec.compression,
+        secure_aggregation=spec.secure_aggregation,
+        manifest=job.manifest,
     )
     train = TrainSettings(spec.clients.local_epochs, spec.clients.batch_size, spec.clients.optimizer)
     clients = tuple(
@@ -123,7 +143,11 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             train=train,
             seed=spec.seed,
             pod=client_pod_template(job, p),
+            strategy=spec.strategy,
+            compression=spec.compression,
+            secure_aggregation=spec.secure_aggregation,
+            privacy=privacy,
         )
         for p in range(spec.data.partitions)
     )
-    return JobPlan(job.name, job.namespace, aggregator, clients, job.manifest)
+    return JobPlan(job.name, job.namespace, aggregator, clients, job.manifest, tls=spec.transport.tls is not False)

@@ -12,15 +12,18 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from fedkube.aggregator.accumulate import UpdateFold, UpdateRejected, WeightedSum
+from fedkube.aggregator.accumulate import UpdateFold, UpdateRejected
+from fedkube.aggregator.stack import StackFold
+from fedkube.compression import UpdateDecoder, build_codec
 from fedkube.plan import AggregatorPlan
-from fedkube.protocol.tensors import ChunkCursor, TensorSpec
-from fedkube.strategies import Strategy, Weights
+from fedkube.protocol.tensors import ChunkCursor, TensorSpec, specs_of
+from fedkube.strategies import Accumulator, Strategy, Weights
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 class JobEnd:
     succeeded: bool
     message: str
+    reason: str = ""  # why a job ended early, e.g. PrivacyBudgetExhausted
 
 
 @dataclass
@@ -39,15 +43,19 @@ class RoundState:
     selected: list[int]
     weights: Weights
     specs: list[TensorSpec]
-    accumulator: WeightedSum
+    accumulator: Accumulator
     tickets: dict[int, str]
+    config: dict[int, dict[str, Any]] = field(default_factory=dict)  # partition -> its round config
     served: dict[int, str] = field(default_factory=dict)      # partition -> session that fetched it
     reported: set[int] = field(default_factory=set)
     rejected: dict[int, str] = field(default_factory=dict)    # partition -> reason
-    inflight: dict[int, UpdateFold] = field(default_factory=dict)
+    inflight: dict[int, UpdateFold | StackFold] = field(default_factory=dict)
     train_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    client_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     bytes_in: int = 0
     bytes_out: int = 0
+    accepted_wire_bytes: int = 0    # bytes of the updates that were aggregated, as sent
+    accepted_dense_bytes: int = 0   # the same updates at full precision, for the compression ratio
     closed: bool = False
     answered: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -62,11 +70,13 @@ class RoundOutcome:
     reported: list[int]
     dropped: list[int]
     rejected: dict[int, str]
-    accumulator: WeightedSum
+    accumulator: Accumulator
     train_metrics: list[tuple[int, dict[str, float]]]
     bytes_in: int
     bytes_out: int
     seconds: float
+    compression_ratio: float | None = None
+    client_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @property
     def num_examples(self) -> int:
@@ -86,6 +96,7 @@ class Coordinator:
         self.dropped_total = 0
         self._changed = asyncio.Condition()
         self._stream_slots = asyncio.Semaphore(plan.max_concurrent_streams)
+        self.codec = build_codec(plan.compression)
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -146,9 +157,10 @@ class Coordinator:
             if partition in state.reported or partition in state.rejected:
                 raise UpdateRejected("duplicate", f"partition {partition} already answered round {state.number}")
             fold = state.accumulator.begin(float(num_examples))
-            fold.check_specs(specs)
+            decoder = UpdateDecoder(self.codec, state.accumulator.specs, fold)
+            decoder.check_specs(specs)
             async with self._stream_slots:
-                await self._fold_stream(state, partition, fold, specs, chunks)
+                await self._fold_stream(state, partition, decoder, specs, chunks)
         except UpdateRejected as exc:
             self.rejected_total[exc.reason] += 1
             if state is not None and not state.closed and partition in state.pending():
@@ -158,14 +170,17 @@ class Coordinator:
             raise
         state.reported.add(partition)
         state.train_metrics.append((num_examples, metrics))
+        state.client_metrics[partition] = metrics
         self._maybe_answered(state)
 
-    async def _fold_stream(self, state: RoundState, partition: int, fold: UpdateFold,
+    async def _fold_stream(self, state: RoundState, partition: int, decoder: UpdateDecoder,
                            specs: list[TensorSpec], chunks: AsyncIterator[memoryview]) -> None:
         if state.closed:
             raise UpdateRejected("late", f"round {state.number} closed")
+        fold = decoder.fold
         state.inflight[partition] = fold
         cursor = ChunkCursor(specs)
+        received = 0
         try:
             async for chunk in chunks:
                 if state.closed:  # the round loop already took this update back out
@@ -174,8 +189,9 @@ class Coordinator:
                     index, offset = cursor.advance(len(chunk))
                 except ValueError as exc:
                     raise UpdateRejected("malformed", str(exc)) from exc
-                fold.add(index, offset, chunk)
+                decoder.feed(index, offset, chunk)
                 state.bytes_in += len(chunk)
+                received += len(chunk)
             if not cursor.done:
                 missing = specs[cursor.index].name
                 raise UpdateRejected("malformed", f"stream ended before tensor {missing!r} was complete")
@@ -188,6 +204,8 @@ class Coordinator:
         finally:
             state.inflight.pop(partition, None)
         fold.commit()
+        state.accepted_wire_bytes += received
+        state.accepted_dense_bytes += sum(s.nbytes for s in decoder.specs)
 
     @staticmethod
     def _maybe_answered(state: RoundState) -> None:
@@ -219,11 +237,12 @@ class Coordinator:
         return sorted(int(p) for p in rng.choice(candidates, size=k, replace=False))
 
     async def run_round(self, number: int, weights: Weights, specs: list[TensorSpec],
-                        strategy: Strategy) -> RoundOutcome:
+                        strategy: Strategy, config_for: Callable[[int], dict[str, Any]] = lambda p: {}) -> RoundOutcome:
         started = time.monotonic()
         selected = self.sample(number)
-        state = RoundState(number, selected, weights, specs, strategy.new_round(specs),
-                           {p: secrets.token_hex(8) for p in selected})
+        sent = strategy.broadcast(weights)
+        state = RoundState(number, selected, sent, specs_of(sent), strategy.new_round(specs),
+                           {p: secrets.token_hex(8) for p in selected}, {p: config_for(p) for p in selected})
         self.round = state
         self._maybe_answered(state)
         await self._notify()
@@ -239,9 +258,10 @@ class Coordinator:
             if not self.waiting[p]:
                 self.live.discard(p)
         self.dropped_total += len(dropped)
+        ratio = state.accepted_dense_bytes / state.accepted_wire_bytes if state.accepted_wire_bytes else None
         return RoundOutcome(number, selected, sorted(state.reported), dropped, dict(state.rejected),
                             state.accumulator, state.train_metrics, state.bytes_in, state.bytes_out,
-                            time.monotonic() - started)
+                            time.monotonic() - started, ratio, state.client_metrics)
 
     async def finish(self, end: JobEnd) -> None:
         self.end = end

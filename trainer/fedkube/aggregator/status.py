@@ -1,4 +1,4 @@
-"""The aggregator's status document and the small HTTP endpoint that serves it.
+"""The aggregator's status document and the small HTTP endpoint that serves it with /metrics.
 
 Pods get no Kubernetes API token, so the aggregator publishes its progress here and the
 operator (or the local launcher) polls it: one document, read the same way by both.
@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from fedkube.status_document import STATUS_PATH
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ class StatusBoard:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: dict[str, Any] | None = None
     clients: Callable[[], dict[str, int]] = lambda: {}
+    privacy: dict[str, Any] | None = None  # epsilon and the budget, for jobs with spec.privacy
+    reason: str = ""                       # why the job ended early, e.g. PrivacyBudgetExhausted
 
     def document(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
@@ -37,17 +41,44 @@ class StatusBoard:
             "round": self.round,
             "rounds": self.rounds,
             "message": self.message,
+            **({"reason": self.reason} if self.reason else {}),
             "clients": self.clients(),
             "metrics": {"accuracy": last.get("accuracy"), "loss": last.get("loss"),
                         "bytes_in": sum(h["bytes_in"] for h in self.history),
-                        "bytes_out": sum(h["bytes_out"] for h in self.history)},
+                        "bytes_out": sum(h["bytes_out"] for h in self.history),
+                        "round_bytes_in": last.get("bytes_in"), "round_bytes_out": last.get("bytes_out"),
+                        "compression_ratio": last.get("compression_ratio")},
             "checkpoint": self.checkpoint,
+            **({"privacy": self.privacy} if self.privacy is not None else {}),
             "history": self.history,
         }
 
 
-async def serve_status(document: Callable[[], dict[str, Any]], host: str, port: int) -> asyncio.Server:
-    """GET /status (JSON) and GET /healthz on a plain HTTP/1.1 port."""
+def termination_message(document: dict[str, Any], limit: int = 4096) -> str:
+    """The status document as a pod's termination message: Kubernetes keeps only `limit` bytes,
+    so the oldest rounds of the history are left out until it fits."""
+    doc = dict(document)
+    history = list(doc.get("history") or [])
+    while True:
+        doc["history"] = history
+        text = json.dumps(doc, separators=(",", ":"))
+        if len(text.encode()) <= limit or not history:
+            return text
+        history = history[max(1, len(history) // 4):]
+
+
+Route = Callable[[], tuple[bytes, str]]
+
+
+def status_routes(document: Callable[[], dict[str, Any]], metrics: Route) -> dict[str, Route]:
+    """GET /status (JSON), /metrics (Prometheus text) and /healthz."""
+    return {STATUS_PATH: lambda: (json.dumps(document()).encode(), "application/json"),
+            "/metrics": metrics,
+            "/healthz": lambda: (b"ok\n", "text/plain")}
+
+
+async def serve_http(routes: Mapping[str, Route], host: str, port: int) -> asyncio.Server:
+    """A plain HTTP/1.1 port answering GET for each route, 404 otherwise."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -55,10 +86,9 @@ async def serve_status(document: Callable[[], dict[str, Any]], host: str, port: 
             while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                 pass  # headers are not needed
             path = request_line[1].split("?")[0] if len(request_line) >= 2 else ""
-            if path == "/status":
-                code, body, ctype = "200 OK", json.dumps(document()).encode(), "application/json"
-            elif path == "/healthz":
-                code, body, ctype = "200 OK", b"ok\n", "text/plain"
+            route = routes.get(path)
+            if route is not None:
+                code, (body, ctype) = "200 OK", route()
             else:
                 code, body, ctype = "404 Not Found", b"not found\n", "text/plain"
             writer.write(f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"

@@ -18,10 +18,19 @@ import grpc
 import numpy as np
 import torch
 
+from fedkube.client.corrections import LocalCorrections
+from fedkube.client.secagg import SecAggParticipant
+from fedkube.compression import build_codec
+from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
+from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
+from fedkube.secure.secagg import ProtocolError
+from fedkube.secure.tls import Identity
+from fedkube.strategies import proximal_mu
+from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
 from fedkube.weights import Weights, get_weights, set_weights, subtract
 
@@ -41,6 +50,16 @@ class ConnectOptions:
     reconnect_timeout: float = 300.0
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
+    tls: Identity | None = None  # None: plaintext, only when the spec opts out
+
+
+def open_channel(target: str, tls: Identity | None) -> grpc.Channel:
+    """mTLS to the aggregator: its certificate must come from the job's CA, ours names our partition."""
+    if tls is None:
+        log.warning("mutual TLS is off (spec.transport.tls: false): this client's update travels in clear text")
+        return grpc.insecure_channel(target, options=GRPC_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+    return grpc.secure_channel(target, credentials, options=GRPC_OPTIONS)
 
 
 def round_seed(seed: int, round_number: int, partition: int) -> int:
@@ -60,9 +79,13 @@ class Client:
         self.device = pick_device()
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
-        self.channel = grpc.insecure_channel(options.target, options=GRPC_OPTIONS)
+        self.privacy = client_privacy(plan.privacy)
+        self.channel = open_channel(options.target, options.tls)
         self.stub = pb_grpc.AggregatorStub(self.channel)
         self.session = ""
+        self.codec = build_codec(plan.compression)   # lives as long as the client: top-k's residuals
+        self.mu = proximal_mu(plan.strategy)
+        self.variates: Weights = {}                    # SCAFFOLD's client control variate c_i
 
     def _retrying(self, what: str, call):  # type: ignore[no-untyped-def]
         """Run `call` until it succeeds, backing off while the aggregator is unreachable."""
@@ -98,18 +121,37 @@ class Client:
         weights = receive_tensors([spec_from_header(h) for h in info.tensors], (e.data for e in stream))
         return info, weights
 
-    def train_round(self, info: pb.RoundInfo, global_weights: Weights) -> Iterator[pb.Envelope]:
+    def train_round(self, info: pb.RoundInfo, received: Weights,
+                    secagg: SecAggParticipant | None = None) -> Iterator[pb.Envelope]:
+        global_weights, server_variates = split_variates(received)
         set_weights(self.model, global_weights)
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
-        result = self.task.train(self.model, self.data, self.plan.train, self.device, seed)
-        delta = subtract(get_weights(self.model), global_weights)
+        config = json.loads(info.config_json or "{}")
+        drift = None
+        if server_variates:
+            own = {n: self.variates.get(n, np.zeros_like(c)) for n, c in server_variates.items()}
+            drift = {n: c - own[n] for n, c in server_variates.items()}
+        with LocalCorrections(self.model, self.mu, drift) as corrections:
+            result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
+        update = subtract(get_weights(self.model), global_weights)
+        if server_variates:
+            # c_i+ is the round's mean raw gradient; tensors without a gradient keep theirs (zero).
+            self.variates = {**own, **corrections.mean_gradients()}
+            update = with_variates(update, {n: self.variates[n] - own[n] for n in server_variates})
+        update, privacy_metrics = self.privacy.release(update, config)
+        if secagg is None:
+            wire, num_examples = self.codec.encode(update, np.random.default_rng(seed)), result.num_examples
+        else:  # the example count travels masked inside the vector, as the weight
+            wire, num_examples = secagg.masked_update(update, result.num_examples), 0
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(result.metrics))
         yield pb.Envelope(update=pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket,
-            num_examples=result.num_examples, metrics=result.metrics, tensors=[s.header() for s in specs_of(delta)]))
-        yield from data_envelopes(delta.values())
+            num_examples=num_examples, metrics={**result.metrics, **privacy_metrics},
+            tensors=[s.header() for s in specs_of(wire)]))
+        yield from data_envelopes(wire.values())
 
     def run(self) -> int:
+        set_context(job=self.plan.job, partition=self.plan.partition)
         self.join()
         while True:
             task = self._retrying("waiting for a round", self._next_task)
@@ -117,8 +159,15 @@ class Client:
                 log.info("job over (%s): %s", "succeeded" if task.succeeded else "failed", task.message)
                 return 0
             info, weights = task
+            set_context(round=info.round)
             try:
-                reply = self.stub.SubmitUpdate(self.train_round(info, weights))
+                secagg = self._secure_aggregation(info)
+                reply = self.stub.SubmitUpdate(self.train_round(info, weights, secagg))
+                if reply.accepted and secagg is not None:
+                    secagg.unmask()
+            except ProtocolError as exc:
+                log.warning("round %d: secure aggregation attempt left: %s", info.round, exc)
+                continue
             except grpc.RpcError as exc:  # the round may have closed under us; the next one goes on
                 log.warning("round %d: update not delivered: %s", info.round, exc.details())
                 continue
@@ -126,6 +175,15 @@ class Client:
                 log.info("round %d: update accepted", info.round)
             else:
                 log.warning("round %d: update rejected: %s", info.round, reply.reason)
+
+    def _secure_aggregation(self, info: pb.RoundInfo) -> SecAggParticipant | None:
+        """With SecAgg+, agree keys and exchange shares before training; None for plain rounds."""
+        config = json.loads(info.config_json or "{}")
+        if "secagg" not in config:
+            return None
+        secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
+        secagg.exchange_keys()
+        return secagg
 
 
 def run_client(plan: ClientPlan, options: ConnectOptions) -> int:

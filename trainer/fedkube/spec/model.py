@@ -78,7 +78,7 @@ class ClientsSpec:
 @dataclass(frozen=True)
 class StrategySpec:
     name: str = "fedavg"
-    server_lr: float = 1.0
+    server_lr: float | None = None
     mu: float | None = None
     beta1: float | None = None
     beta2: float | None = None

@@ -11,12 +11,15 @@ import importlib
 import math
 from collections.abc import Callable
 
+from fedkube.secure import min_bits, safe_min_threshold
 from fedkube.spec.errors import FieldError
 from fedkube.spec.model import JobSpec, camel
 
-SUPPORTED_STRATEGIES = {"fedavg"}
-SUPPORTED_SECURE_AGGREGATION = {"none"}
-SUPPORTED_COMPRESSION = {"none"}
+SUPPORTED_SECURE_AGGREGATION = {"none", "secagg+"}
+# Strategies that need every client's update in plaintext (a sum is not enough).
+ROBUST_STRATEGIES = {"median", "trimmedmean", "krum"}
+# Strategies that step from the mean of the summed updates: client-level DP noises that sum.
+SUM_STRATEGIES = {"fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"}
 # Parameters that only mean something to some strategies.
 STRATEGY_PARAMETERS = {
     "mu": {"fedprox"},
@@ -81,13 +84,79 @@ def partition_reference_rules(spec: JobSpec) -> list[FieldError]:
 def strategy_rules(spec: JobSpec) -> list[FieldError]:
     strategy = spec.strategy
     errors = []
-    if strategy.name not in SUPPORTED_STRATEGIES:
-        errors.append(_not_yet("spec.strategy.name", f"strategy {strategy.name!r}"))
     for param, users in STRATEGY_PARAMETERS.items():
         if getattr(strategy, param) is not None and strategy.name not in users:
             errors.append(FieldError(
                 f"spec.strategy.{camel(param)}",
                 f"only used by {', '.join(sorted(users))}, not by {strategy.name!r}"))
+    mode = spec.secure_aggregation.mode
+    if strategy.name in ROBUST_STRATEGIES and mode != "none":
+        errors.append(FieldError(
+            "spec.strategy.name", f"{strategy.name!r} compares individual updates, which secure aggregation "
+                                  f"(spec.secureAggregation.mode {mode!r}) hides; use a linear strategy or "
+                                  f"mode 'none'"))
+    if strategy.name == "krum":
+        errors += _krum_rules(spec)
+    return errors
+
+
+def _krum_rules(spec: JobSpec) -> list[FieldError]:
+    """Krum's guarantee needs n > 2f + 2 updates; the smallest round that completes has minAvailable."""
+    f, quorum = spec.strategy.byzantine or 0, spec.clients.min_available
+    errors = []
+    if quorum <= 2 * f + 2:
+        errors.append(FieldError(
+            "spec.strategy.byzantine", f"Krum tolerating {f} Byzantine clients needs more than {2 * f + 2} updates "
+                                       f"a round; spec.clients.minAvailable is {quorum}"))
+    if spec.strategy.multi_krum is not None and spec.strategy.multi_krum > quorum - f:
+        errors.append(FieldError(
+            "spec.strategy.multiKrum", f"{spec.strategy.multi_krum} exceeds the {quorum - f} honest updates a round "
+                                       f"may hold (spec.clients.minAvailable {quorum} minus byzantine {f})"))
+    return errors
+
+
+def compression_rules(spec: JobSpec) -> list[FieldError]:
+    compression, mode = spec.compression, spec.secure_aggregation.mode
+    errors = []
+    if compression.ratio is not None and compression.kind != "topk":
+        errors.append(FieldError("spec.compression.ratio", f"only used by topk, not by {compression.kind!r}"))
+    if compression.kind != "none" and mode != "none":
+        errors.append(FieldError(
+            "spec.compression.kind", f"{compression.kind!r} compresses plaintext updates; secure aggregation "
+                                     f"(spec.secureAggregation.mode {mode!r}) sends masked ones"))
+    return errors
+
+
+def privacy_rules(spec: JobSpec) -> list[FieldError]:
+    """Combinations under which the configured noise would not give the accounted guarantee."""
+    privacy = spec.privacy
+    if privacy is None:
+        return []
+    errors = []
+    if privacy.level == "sample":
+        if privacy.placement != "central":
+            errors.append(FieldError("spec.privacy.placement", "only applies to level client: DP-SGD noise is "
+                                                               "always added inside each client"))
+        if privacy.adaptive_clipping is not None:
+            errors.append(FieldError("spec.privacy.adaptiveClipping", "only applies to level client"))
+        return errors
+    partitions = spec.data.partitions
+    if privacy.delta >= 1 / partitions:
+        errors.append(FieldError("spec.privacy.delta", f"{privacy.delta:g} is not below 1/{partitions} "
+                                 f"(spec.data.partitions): a delta that large allows revealing a whole participant"))
+    if spec.strategy.name not in SUM_STRATEGIES:
+        errors.append(FieldError("spec.strategy.name", f"{spec.strategy.name!r} does not aggregate a sum of updates, "
+                                 f"so client-level noise and clipping lose their meaning; use one of "
+                                 f"{', '.join(sorted(SUM_STRATEGIES))}, or spec.privacy.level sample"))
+    adaptive = privacy.adaptive_clipping
+    if adaptive and adaptive.count_noise_multiplier is not None and \
+            adaptive.count_noise_multiplier <= privacy.noise_multiplier:
+        errors.append(FieldError("spec.privacy.adaptiveClipping.countNoiseMultiplier",
+                                 f"{adaptive.count_noise_multiplier:g} must exceed spec.privacy.noiseMultiplier "
+                                 f"({privacy.noise_multiplier:g}): the count's noise is part of the accounted noise"))
+    if privacy.accountant == "pld" and spec.clients.sampling == "fixed" and sample_size(spec) < partitions:
+        errors.append(FieldError("spec.privacy.accountant", "pld cannot account fixed-size sampling of a subset "
+                                 "(sampling without replacement); use rdp, or spec.clients.sampling poisson"))
     return errors
 
 
@@ -95,12 +164,6 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
     errors = []
     if spec.secure_aggregation.mode not in SUPPORTED_SECURE_AGGREGATION:
         errors.append(_not_yet("spec.secureAggregation.mode", f"secure aggregation {spec.secure_aggregation.mode!r}"))
-    if spec.privacy is not None:
-        errors.append(_not_yet("spec.privacy", "differential privacy"))
-    if spec.compression.kind not in SUPPORTED_COMPRESSION:
-        errors.append(_not_yet("spec.compression.kind", f"compression {spec.compression.kind!r}"))
-    if spec.transport.tls:
-        errors.append(_not_yet("spec.transport.tls", "mutual TLS"))
     if spec.data.sources:
         errors.append(_not_yet("spec.data.sources", "per-partition data sources"))
     if spec.scheduling.gang:
@@ -108,8 +171,50 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
     return errors
 
 
+def secagg_neighbourhood(spec: JobSpec) -> int:
+    """How many neighbours a SecAgg+ client has in a full round (the complete graph unless limited)."""
+    everyone_else = sample_size(spec) - 1
+    neighbours = spec.secure_aggregation.neighbours
+    return everyone_else if neighbours is None else min(neighbours, everyone_else)
+
+
+def secagg_threshold(spec: JobSpec) -> int:
+    """`threshold`, or the safe minimum for the job's neighbourhood when unset."""
+    secure = spec.secure_aggregation
+    return secure.threshold if secure.threshold is not None else safe_min_threshold(secagg_neighbourhood(spec))
+
+
+def secagg_rules(spec: JobSpec) -> list[FieldError]:
+    """SecAgg+'s threshold must be reachable, safe, and its ring wide enough never to wrap."""
+    secure, base = spec.secure_aggregation, "spec.secureAggregation"
+    if secure.mode != "secagg+":
+        if secure.mode == "none":
+            return [FieldError(f"{base}.{camel(name)}", "only used with secureAggregation.mode secagg+")
+                    for name in ("threshold", "neighbours", "clip_range", "bits") if getattr(secure, name) is not None]
+        return []
+    errors = []
+    k, t = secagg_neighbourhood(spec), secagg_threshold(spec)
+    if t > spec.clients.min_available:
+        errors.append(FieldError(f"{base}.threshold", f"{t} exceeds spec.clients.minAvailable "
+                                                      f"({spec.clients.min_available}): no round could unmask"))
+    if t > k:
+        errors.append(FieldError(f"{base}.threshold", f"{t} exceeds the {k} neighbours that hold each client's "
+                                                      f"shares (spec.secureAggregation.neighbours, clients a round)"))
+    elif t < safe_min_threshold(k):
+        errors.append(FieldError(f"{base}.threshold", f"{t} is below the safe minimum {safe_min_threshold(k)}: a "
+                                                      f"strict majority of each client's {k} neighbours"))
+    if spec.privacy is not None and spec.privacy.level == "client":
+        errors.append(FieldError("spec.privacy.level", "client-level DP clips and weights individual updates, "
+                                                       "which SecAgg+ hides from the aggregator; use level sample"))
+    if secure.bits is not None and secure.bits < min_bits(spec.data.partitions):
+        errors.append(FieldError(f"{base}.bits", f"{secure.bits} bits can overflow when {spec.data.partitions} "
+                                                 f"clients are summed; at least {min_bits(spec.data.partitions)}"))
+    return errors
+
+
 SPEC_RULES: list[Callable[[JobSpec], list[FieldError]]] = [
-    quorum_rules, partition_reference_rules, strategy_rules, unbuilt_feature_rules,
+    quorum_rules, partition_reference_rules, strategy_rules, compression_rules, privacy_rules,
+    unbuilt_feature_rules, secagg_rules,
 ]
 
 

@@ -7,22 +7,11 @@ clients' local models.
 
 from __future__ import annotations
 
-from fedkube.aggregator.accumulate import WeightedSum
-from fedkube.strategies.base import Strategy, Weights
+from fedkube.strategies.base import Accumulator, Strategy, Weights, step, weighted_mean
 
 
 class FedAvg(Strategy):
     name = "fedavg"
 
-    def __init__(self, server_lr: float = 1.0) -> None:
-        self.server_lr = server_lr
-
-    def apply(self, weights: Weights, accumulated: WeightedSum) -> Weights:
-        mean = accumulated.mean()
-        out = {}
-        for name, current in weights.items():
-            step = mean[name]
-            if self.server_lr != 1.0:
-                step *= self.server_lr
-            out[name] = (current + step).astype(current.dtype, copy=False)
-        return out
+    def apply(self, weights: Weights, accumulated: Accumulator) -> Weights:
+        return step(weights, weighted_mean(accumulated), self.server_lr)

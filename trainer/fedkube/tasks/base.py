@@ -102,8 +102,17 @@ class ClassificationTask(Task):
         loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(seed))
         optimizer = make_optimizer(model.parameters(), settings.optimizer)
+        return self.run_epochs(model, loader, optimizer, settings.local_epochs, device)
+
+    def run_epochs(self, model: torch.nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                   optimizer: torch.optim.Optimizer, epochs: int, device: torch.device) -> TrainResult:
+        """The local loop over any loader and optimizer, so DP-SGD can wrap both and reuse it.
+
+        Every batch steps the optimizer, even an empty one (Poisson sampling draws those), since a
+        private optimizer adds its noise at each step.
+        """
         model.to(device).train()
-        for _ in range(settings.local_epochs):
+        for _ in range(epochs):
             total_loss, correct, seen = 0.0, 0, 0
             for inputs, targets in loader:
                 inputs, targets = inputs.to(device), targets.to(device)
@@ -112,10 +121,11 @@ class ClassificationTask(Task):
                 loss = self.training_loss(model, outputs, targets)
                 loss.backward()
                 optimizer.step()
-                total_loss += loss.item() * len(targets)
-                correct += int((outputs.argmax(dim=1) == targets).sum())
-                seen += len(targets)
-        return TrainResult(seen, {"loss": total_loss / seen, "accuracy": correct / seen})
+                if len(targets):
+                    total_loss += loss.item() * len(targets)
+                    correct += int((outputs.argmax(dim=1) == targets).sum())
+                    seen += len(targets)
+        return TrainResult(seen, {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)})
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, data: Dataset[Any], device: torch.device) -> dict[str, float]:

@@ -1,0 +1,191 @@
+"""SecAgg+ protocol steps without any transport: sums, dropouts, what the aggregator can see."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from fedkube.secure import min_bits
+from fedkube.secure.ring import Ring
+from fedkube.secure.secagg import ClientSession, ProtocolError, RoundSetup, add_prg, neighbourhoods, unmask
+
+
+def setup_for(n: int, t: int, neighbours: int | None = None, bits: int = 32, clip: float = 1.0) -> RoundSetup:
+    return RoundSetup("job", 3, "nonce", tuple(range(n)), neighbours, 11, t, Ring(bits, clip, n))
+
+
+def run_protocol(setup: RoundSetup, updates: dict[int, np.ndarray], weights: dict[int, int],
+                 drop_before_sharing: set[int] = frozenset(), drop_before_masking: set[int] = frozenset(),
+                 drop_before_unmasking: set[int] = frozenset()) -> tuple[np.ndarray, int, set[int]]:
+    """Everything a real round does, in memory; returns (decoded sum, weight sum, U3)."""
+    sessions = {p: ClientSession(setup, p) for p in setup.participants}
+    keys = {p: s.advert() for p, s in sessions.items()}
+    u1 = set(setup.participants) - drop_before_sharing
+    outbox = {p: sessions[p].share({q: keys[q] for q in u1}) for p in u1}
+    u2 = u1 - drop_before_masking
+    for p in u2:
+        sessions[p].receive({q: outbox[q][p] for q in u2 if p in outbox[q]})
+    total = np.zeros(next(iter(updates.values())).size + 1, dtype=setup.ring.dtype)
+    for p in sorted(u2):  # the aggregator folds masked vectors into one running sum
+        total += sessions[p].mask(setup.ring.encode(updates[p], weights[p]))
+    survivors = u2
+    revealed = {p: sessions[p].reveal(survivors, u2 - survivors) for p in survivors - drop_before_unmasking}
+    unmask(total, setup, {p: k[1] for p, k in keys.items()}, u2, survivors, revealed)
+    values, weight = setup.ring.decode(total)
+    return values, weight, survivors
+
+
+@st.composite
+def rounds(draw: st.DrawFn) -> dict:
+    n = draw(st.integers(3, 7))
+    neighbours = draw(st.one_of(st.none(), st.integers(2, n - 1)))
+    degree = n - 1 if neighbours is None or neighbours >= n - 1 else neighbours + (neighbours % 2 and n % 2)
+    t = draw(st.integers(2, degree))
+    dim = draw(st.integers(1, 40))
+    updates = {p: np.array(draw(st.lists(st.floats(-2, 2, width=32), min_size=dim, max_size=dim)), np.float32)
+               for p in range(n)}
+    weights = {p: draw(st.integers(1, 5000)) for p in range(n)}
+    return {"n": n, "t": t, "neighbours": neighbours, "updates": updates, "weights": weights}
+
+
+def plain_sum(setup: RoundSetup, updates: dict[int, np.ndarray], weights: dict[int, int], who: set[int]) -> np.ndarray:
+    clip = setup.ring.clip_range
+    return sum(weights[p] * np.clip(updates[p].astype(np.float64), -clip, clip) for p in who)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rounds(), st.data())
+def test_dropouts_after_masking_still_give_the_plain_sum(case: dict, data: st.DataObject) -> None:
+    setup = setup_for(case["n"], case["t"], case["neighbours"])
+    graph = setup.graph()
+    # Any pattern of up to n - t clients that vanish after sending their masked vectors, as long
+    # as every client keeps t neighbours that reveal (the condition the threshold guarantees).
+    gone = data.draw(st.sets(st.sampled_from(range(case["n"])), max_size=case["n"] - case["t"]))
+    if any(len(graph[p] - gone) < case["t"] for p in graph):
+        gone = set()
+    values, weight, survivors = run_protocol(setup, case["updates"], case["weights"], drop_before_unmasking=gone)
+    assert survivors == set(range(case["n"]))
+    assert weight == sum(case["weights"].values())
+    expected = plain_sum(setup, case["updates"], case["weights"], survivors)
+    assert np.abs(values - expected).max() <= setup.ring.sum_error_bound(weight) + 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(rounds(), st.data())
+def test_dropouts_before_masking_are_unmasked_from_their_key_shares(case: dict, data: st.DataObject) -> None:
+    setup = setup_for(case["n"], case["t"], case["neighbours"])
+    graph = setup.graph()
+    gone = data.draw(st.sets(st.sampled_from(range(case["n"])), max_size=case["n"] - case["t"]))
+    if any(len(graph[p] - gone) < case["t"] for p in graph):
+        gone = set()
+    values, weight, survivors = run_protocol(setup, case["updates"], case["weights"], drop_before_masking=gone)
+    assert survivors == set(range(case["n"])) - gone
+    expected = plain_sum(setup, case["updates"], case["weights"], survivors)
+    assert weight == sum(case["weights"][p] for p in survivors)
+    assert np.abs(values - expected).max() <= setup.ring.sum_error_bound(weight) + 1e-9
+
+
+def test_every_kind_of_dropout_in_one_round() -> None:
+    rng = np.random.default_rng(1)
+    setup = setup_for(10, 3, neighbours=6)
+    updates = {p: rng.normal(0, 0.3, 500).astype(np.float32) for p in range(10)}
+    weights = {p: int(rng.integers(1, 300)) for p in range(10)}
+    values, weight, survivors = run_protocol(setup, updates, weights, drop_before_sharing={0},
+                                             drop_before_masking={4}, drop_before_unmasking={7})
+    assert survivors == set(range(10)) - {0, 4}
+    assert np.abs(values - plain_sum(setup, updates, weights, survivors)).max() <= setup.ring.sum_error_bound(weight)
+
+
+def test_too_few_revealed_shares_cannot_unmask() -> None:
+    setup = setup_for(4, 3)
+    updates = {p: np.ones(8, np.float32) for p in range(4)}
+    with pytest.raises(ProtocolError, match="shares revealed, 3 needed"):
+        run_protocol(setup, updates, dict.fromkeys(range(4), 1), drop_before_unmasking={0, 1})
+
+
+def test_a_client_never_reveals_both_shares_of_a_peer_nor_below_threshold() -> None:
+    setup = setup_for(4, 3)
+    sessions = {p: ClientSession(setup, p) for p in range(4)}
+    keys = {p: s.advert() for p, s in sessions.items()}
+    outbox = {p: s.share(keys) for p, s in sessions.items()}
+    for p, s in sessions.items():
+        s.receive({q: outbox[q][p] for q in range(4) if q != p})
+    with pytest.raises(ProtocolError, match="both survived and dropped"):
+        sessions[0].reveal({0, 1, 2}, {2, 3})
+    with pytest.raises(ProtocolError, match="below threshold"):
+        sessions[0].reveal({0, 1}, {2, 3})
+    assert set(sessions[0].reveal({0, 1, 2}, {3})) == {1, 2, 3}
+    with pytest.raises(ProtocolError, match="already revealed"):
+        sessions[0].reveal({0, 1, 2}, {3})
+
+
+def test_a_tampered_share_does_not_authenticate() -> None:
+    setup = setup_for(3, 2)
+    sessions = {p: ClientSession(setup, p) for p in range(3)}
+    keys = {p: s.advert() for p, s in sessions.items()}
+    outbox = {p: s.share(keys) for p, s in sessions.items()}
+    forged = bytearray(outbox[1][0])
+    forged[-1] ^= 1
+    with pytest.raises(ProtocolError, match="does not authenticate"):
+        sessions[0].receive({1: bytes(forged), 2: outbox[2][0]})
+    with pytest.raises(ProtocolError, match="does not authenticate"):  # a share replayed to another receiver
+        sessions[0].receive({1: outbox[1][2], 2: outbox[2][0]})
+
+
+def test_masked_vector_looks_uniform_and_uncorrelated_with_the_update() -> None:
+    """The aggregator's view of one client: chi-square uniform over the ring, no linear trace of x."""
+    setup = setup_for(5, 3)
+    sessions = {p: ClientSession(setup, p) for p in range(5)}
+    keys = {p: s.advert() for p, s in sessions.items()}
+    outbox = {p: s.share(keys) for p, s in sessions.items()}
+    for p, s in sessions.items():
+        s.receive({q: outbox[q][p] for q in range(5) if q != p})
+    d = 200_000
+    update = np.linspace(-1, 1, d, dtype=np.float32)  # as structured as an update can be
+    masked = sessions[0].mask(setup.ring.encode(update, 7))
+    # Uniform: 256 equal bins by the top 8 bits of the 32-bit ring.
+    counts = np.bincount((masked >> np.uint32(24)).astype(np.int64), minlength=256)
+    assert stats.chisquare(counts).pvalue > 1e-3
+    # Uncorrelated: the masked integers say nothing linear about the update.
+    r = np.corrcoef(masked[:-1].astype(np.float64), update.astype(np.float64))[0, 1]
+    assert abs(r) < 5 / np.sqrt(d)
+    # The unmasked encoding, by contrast, is anything but uniform.
+    plain = setup.ring.encode(update, 7)
+    plain_counts = np.bincount((plain >> np.uint32(24)).astype(np.int64), minlength=256)
+    assert stats.chisquare(plain_counts).pvalue < 1e-10
+
+
+def test_graph_is_k_regular_and_symmetric() -> None:
+    for n, k in [(10, 4), (10, 3), (9, 4), (9, 3), (16, 6), (5, None), (5, 8)]:
+        graph = neighbourhoods(range(n), k, seed=5)
+        degree = n - 1 if k is None or k >= n - 1 else k + (k % 2 and n % 2)
+        assert all(len(peers) == degree and p not in peers for p, peers in graph.items()), (n, k)
+        assert all(p in graph[q] for p, peers in graph.items() for q in peers)
+    assert neighbourhoods(range(10), 4, 1) != neighbourhoods(range(10), 4, 2)  # seeded, fresh per attempt
+
+
+def test_ring_never_wraps_for_the_jobs_client_count() -> None:
+    ring = Ring(32, 1.0, 16)
+    worst = np.full(3, 1.0, np.float32)
+    total = np.zeros(4, ring.dtype)
+    for _ in range(16):
+        total += ring.encode(worst, 65535)
+    values, weight = ring.decode(total)
+    assert weight == 16 * 65535 and np.allclose(values, 16 * 65535, rtol=1e-6)
+    with pytest.raises(ValueError, match=f"at least {min_bits(1024)} bits"):
+        Ring(32, 1.0, 1024)
+
+
+def test_prg_masks_cancel_and_differ_by_seed() -> None:
+    v = np.arange(1000, dtype=np.uint64)
+    add_prg(v, b"a" * 32)
+    assert not np.array_equal(v, np.arange(1000, dtype=np.uint64))
+    add_prg(v, b"a" * 32, -1)
+    assert np.array_equal(v, np.arange(1000, dtype=np.uint64))
+    a, b = np.zeros(64, np.uint32), np.zeros(64, np.uint32)
+    add_prg(a, b"a" * 32)
+    add_prg(b, b"b" * 32)
+    assert not np.array_equal(a, b)
