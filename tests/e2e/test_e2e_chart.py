@@ -153,8 +153,10 @@ def test_the_operator_started_as_the_chart_says_needs_exactly_the_charts_rbac(
     granted = grants(objects, account, RELEASE_NAMESPACE)
     requests = operator_requests(cluster)
     assert requests, "no request of the operator was recorded"
-    assert denied(granted, requests) == [], "the chart's RBAC would refuse these requests"
-    assert unused(granted, requests) == [], "the chart grants more than the operator used"
+    assert denied(granted, requests) == [], \
+        "the chart's RBAC would refuse these requests of the operator: grant them in charts/fedkube/templates/rbac.yaml"
+    assert unused(granted, requests) == [], \
+        "the chart grants what the operator never asked for: remove it from charts/fedkube/templates/rbac.yaml"
 
 
 @pytest.mark.parametrize(("access", "allowed"), [
