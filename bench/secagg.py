@@ -8,10 +8,9 @@
    same 1M-parameter update with 15 neighbours: fedkube (fixed point, self mask and pairwise
    masks by AES-CTR) against Flower's SecAgg+ client stage (`_collect_masked_vectors` of
    `flwr.client.mod.secaggplus_mod`, numpy's seeded RandomState as its PRG), in MB/s of float32
-   update. Flower runs in its own venv (it pins an older protobuf than our gRPC stubs need):
-   FEDKUBE_BENCH_FLOWER_PYTHON, default .venv-bench/bin/python.
+   update. Flower runs in its own venv (`bench.common.FLOWER_PYTHON`).
 
-Run `python bench/secagg.py [--clients 16] [--rounds 4]`; results are printed and appended to
+Run `python -m bench.secagg [--clients 16] [--rounds 4]`; results are printed and appended to
 BENCHMARKS.md.
 """
 
@@ -34,13 +33,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-ROOT = Path(__file__).resolve().parents[1]
-FLOWER_PYTHON = Path(os.environ.get("FEDKUBE_BENCH_FLOWER_PYTHON", ROOT / ".venv-bench" / "bin" / "python"))
+from bench.common import FLOWER_PYTHON, RESULTS, trainer_env
+
 WIDTH = 1000  # Linear(1000, 1000): 1,001,000 parameters
 
 
 def task(config: dict[str, Any]) -> Any:
-    """The bench job's task (imported by the aggregator and client processes as `secagg:task`)."""
+    """The bench job's task (imported by the aggregator and client processes as `bench.secagg:task`)."""
     from fedkube.tasks.base import ClassificationTask
 
     class OneMillion(ClassificationTask):
@@ -59,7 +58,7 @@ def task(config: dict[str, Any]) -> Any:
 
 def job_manifest(name: str, clients: int, rounds: int, secure: bool) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "task": {"entrypoint": "secagg:task"},
+        "task": {"entrypoint": "bench.secagg:task"},
         "data": {"partitions": clients},
         "rounds": rounds,
         "clients": {"minAvailable": clients, "localEpochs": 1, "batchSize": 16, "roundTimeoutSeconds": 300,
@@ -77,10 +76,9 @@ def run_job(doc: dict[str, Any], workdir: Path) -> list[float]:
 
     path = workdir / f"{doc['metadata']['name']}.yaml"
     path.write_text(yaml.safe_dump(doc))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
     run_dir = workdir / doc["metadata"]["name"]
     done = subprocess.run([sys.executable, "-m", "fedkube.cli", "run", str(path), "--output-dir", str(run_dir)],
-                          env=env, capture_output=True, text=True, timeout=1800)
+                          env=trainer_env(), capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"{doc['metadata']['name']} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     history = json.loads((run_dir / "metrics.json").read_text())
@@ -164,7 +162,7 @@ def main() -> int:
     args = parser.parse_args()
     mb = (WIDTH * WIDTH + WIDTH) * 4 / 1e6
     lines = [f"### SecAgg+ overhead ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-             f"{platform.machine()}, {os.cpu_count()} CPUs, `python bench/secagg.py`)", ""]
+             f"{platform.machine()}, {os.cpu_count()} CPUs, `python -m bench.secagg`)", ""]
     if not args.skip_rounds:
         plain: list[float] = []
         secure: list[float] = []
@@ -190,7 +188,7 @@ def main() -> int:
     lines.append("")
     text = "\n".join(lines)
     print(text)
-    with (ROOT / "BENCHMARKS.md").open("a") as f:
+    with RESULTS.open("a") as f:
         f.write("\n" + text + "\n")
     return 0
 
