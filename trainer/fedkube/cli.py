@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="folder for the report (default RUN_DIR/report, else ./report-JOB)")
     p.set_defaults(func=cmd_report)
 
-    checkpoint_cli.add_parser(sub)
+    checkpoint_cli.add_parser(sub, [common])
     return parser
 
 
