@@ -125,12 +125,15 @@ class LocalRun:
             return []
         return ["--ckks-context", str(self.ckks_contexts[0 if secret else 1])]
 
-    def start_aggregator(self, manifest: Path) -> dict[str, int]:
-        """Start the aggregator on free ports; returns {"port", "status_port"} once it serves."""
+    def start_aggregator(self, manifest: Path, port: int = 0) -> dict[str, int]:
+        """Start the aggregator (gRPC on `port`, 0 for a free one); returns {"port", "status_port"} once it serves.
+
+        A restarted aggregator must take the old port, so its clients find it again.
+        """
         ready = self.run_dir / "ready.json"
         ready.unlink(missing_ok=True)
         aggregator = self._spawn("aggregator", [
-            "aggregator", "--manifest", str(manifest), "--host", "127.0.0.1", "--port", "0",
+            "aggregator", "--manifest", str(manifest), "--host", "127.0.0.1", "--port", str(port),
             "--status-port", "0", "--metrics-port", "0", "--output-dir", str(self.run_dir), "--ready-file", str(ready),
             *self._tls_args("aggregator"), *self._ckks_args(secret=False)])
         deadline = time.monotonic() + READY_TIMEOUT
