@@ -44,8 +44,8 @@ from fedkube.logs import set_context
 from fedkube.plan import METRICS_PORT, STATUS_PORT, AggregatorPlan
 from fedkube.privacy.base import BUDGET_EXHAUSTED
 from fedkube.privacy.build import aggregator_privacy
-from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import specs_of
+from fedkube.protocol.wire import add_aggregator_service
 from fedkube.secure.tls import Identity
 from fedkube.stores import StoreError, open_store
 from fedkube.strategies import Strategy, Weights, build_strategy
@@ -330,7 +330,7 @@ class Aggregator:
             self.record_end(JobEnd(False, f"cannot resume from {self.store.uri}: {exc}"))
             return 1
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_AggregatorServicer_to_server(
+        add_aggregator_service(
             AggregatorServicer(self.coordinator, self.board.document, self.guard, self.secagg), server)
         address = f"{self.options.host}:{self.options.port}"
         if self.options.tls is None:
