@@ -72,7 +72,6 @@ class ServeOptions:
     ready_file: Path | None = None
     termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
     tls: Identity | None = None  # None: plaintext, only when the spec opts out
-    ckks_context: Path | None = None  # the job's public CKKS context, for secureAggregation.mode ckks
 
 
 class Evaluator:
@@ -154,8 +153,7 @@ class Aggregator:
             from fedkube.he.params import ckks_params
             from fedkube.he.session import aggregator_strategy
 
-            self.strategy = aggregator_strategy(options.ckks_context, ckks_params(plan.secure_aggregation.ckks),
-                                                self.weights)
+            self.strategy = aggregator_strategy(ckks_params(plan.secure_aggregation.ckks), self.weights)
         self.coordinator = Coordinator(plan)
         self.guard = PeerGuard(plan.job, tls=options.tls is not None)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts, privacy=self.privacy.status())
