@@ -75,7 +75,7 @@ def main() -> int:
     if args.append:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         with (ROOT / "BENCHMARKS.md").open("a") as log:
-            log.write(f"\n## Update compression, one digits client update ({dense:,} bytes), {when}\n\n"
+            log.write(f"\n### Update compression, one digits client update ({dense:,} bytes), {when}\n\n"
                       f"`python bench/compression.py`\n\n{text}")
     return 0
 

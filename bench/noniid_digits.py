@@ -75,7 +75,7 @@ def main() -> int:
         write_readme(text)
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         with (ROOT / "BENCHMARKS.md").open("a") as log:
-            log.write(f"\n## Non-IID digits (Dirichlet 0.1, 8 clients), {when}\n\n"
+            log.write(f"\n### Non-IID digits (Dirichlet 0.1, 8 clients), {when}\n\n"
                       f"`python bench/noniid_digits.py`\n\n{text}")
     return 0
 
