@@ -23,13 +23,14 @@ from fedkube.plan import JobPlan, make_plan
 from fedkube.spec import FederatedJob, SpecError, parse_manifest
 from fedkube_operator import API_VERSION, KIND
 from fedkube_operator.config import OperatorConfig
-from fedkube_operator.kube import Kube
+from fedkube_operator.gang import gang_of
+from fedkube_operator.kube import Kube, KubeError
 from fedkube_operator.manifest import parse, refusal_message, refused_changes
 from fedkube_operator.metrics import OperatorMetrics
 from fedkube_operator.names import AGGREGATOR, configmap_name
 from fedkube_operator.observe import PodView
 from fedkube_operator.probe import AggregatorProbe
-from fedkube_operator.render import MANIFEST_KEY, Owner, render_job_objects, render_pod
+from fedkube_operator.render import MANIFEST_KEY, Owner, render_job_objects, render_pod, render_pod_group
 from fedkube_operator.status import (
     TERMINAL,
     Decision,
@@ -95,6 +96,23 @@ async def running_job(body: Mapping[str, Any], memo: Any, runtime: Runtime, owne
     return job
 
 
+async def ensure_pod_group(kube: Kube, job: FederatedJob, memo: Any, owner: Owner) -> str:
+    """Create a gang job's PodGroup before any of its pods: "" once it exists (or without gang
+    scheduling), else why it cannot be, for a condition; a cluster without the API is no error.
+    """
+    gang = gang_of(job.name, job.manifest["spec"])
+    if gang is None or getattr(memo, "pod_group", None) == owner.uid:
+        return ""
+    try:
+        await kube.create(render_pod_group(make_plan(job), owner, gang))
+    except KubeError as exc:
+        if exc.status != 404:  # 404: the API server does not serve this group/version
+            raise
+        return gang.missing_api_message()
+    memo.pod_group = owner.uid
+    return ""
+
+
 def _live_aggregator(pods: Iterable[PodView]) -> PodView | None:
     running = [p for p in pods if p.slot == AGGREGATOR and p.active and p.phase == "Running" and p.ip]
     return max(running, key=lambda p: p.attempt) if running else None
@@ -148,6 +166,8 @@ async def reconcile(body: Mapping[str, Any], memo: Any, indexed_pods: Iterable[P
     except ForeignObjectError as exc:
         raise kopf.TemporaryError(str(exc), delay=runtime.config.poll_interval_seconds * 5) from exc
 
+    pod_group_missing = "" if previous.get("phase") in TERMINAL else await ensure_pod_group(
+        runtime.kube, job, memo, owner)
     pods = tuple(p for p in indexed_pods if p.owner_uid == owner.uid)
     aggregator = _live_aggregator(pods) if previous.get("phase") not in TERMINAL else None
     report = await runtime.probe.report(aggregator.ip) if aggregator is not None and aggregator.ip else None
@@ -156,7 +176,8 @@ async def reconcile(body: Mapping[str, Any], memo: Any, indexed_pods: Iterable[P
     observation = Observation(
         job=JobFacts.of(job), pods=pods, report=report, previous=previous, now=now, suspend=suspend,
         refused_changes=refused, refusal_message=refusal_message(list(refused)) if refused else "",
-        generation=(body.get("metadata") or {}).get("generation"), timing=runtime.config.timing)
+        generation=(body.get("metadata") or {}).get("generation"), timing=runtime.config.timing,
+        pod_group_missing=pod_group_missing)
     decision = decide(observation)
     if decision.create or decision.delete:
         logger.info("creating pods %s; deleting pods %s",

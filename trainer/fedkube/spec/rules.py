@@ -191,8 +191,6 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
         errors.append(_not_yet("spec.secureAggregation.mode", f"secure aggregation {spec.secure_aggregation.mode!r}"))
     if spec.data.sources:
         errors.append(_not_yet("spec.data.sources", "per-partition data sources"))
-    if spec.scheduling.gang:
-        errors.append(_not_yet("spec.scheduling.gang", "gang scheduling"))
     return errors
 
 
