@@ -14,6 +14,7 @@ import math
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     entry = ck.export_weights(store, folder, Path(args.to))
     source = store.url(f"{folder}/{ck.WEIGHTS}")
     print(f"{source} -> {args.to} ({human_size(entry['size'])}, sha256 {entry['sha256']})")
+    if args.ckks_context:
+        decrypt_export(Path(args.to), Path(args.ckks_context))
+        print(f"{args.to}: decrypted with {args.ckks_context}")
     return 0
+
+
+def decrypt_export(path: Path, context_path: Path) -> None:
+    """Replace an exported CKKS aggregate by the plaintext model it encrypts (needs the secret key)."""
+    from safetensors.numpy import load_file, save_file
+
+    from fedkube.he.codec import decrypt_mean
+    from fedkube.he.keys import read_context
+    from fedkube.he.wire import is_encrypted
+
+    encrypted = load_file(path)
+    if not is_encrypted(encrypted):
+        raise StoreError(f"{path} is not an encrypted CKKS aggregate; --ckks-context is only for ckks jobs")
+    context = read_context(context_path)
+    if not context.is_private():
+        raise StoreError(f"{context_path} holds no CKKS secret key: the aggregate cannot be decrypted with it")
+    save_file(decrypt_mean(context, encrypted), str(path))
 
 
 def round_argument(value: str) -> str:
@@ -155,7 +176,7 @@ def round_argument(value: str) -> str:
     raise argparse.ArgumentTypeError(f"expected a round number or 'final', not {value!r}")
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
     """Register `fedkube checkpoints ...` on the main parser's subcommands."""
     parser = sub.add_parser("checkpoints", help="list, inspect, verify and export a job's checkpoints")
     parser.set_defaults(func=run_command)
@@ -163,22 +184,24 @@ def add_parser(sub: Any) -> None:
     endpoint = argparse.ArgumentParser(add_help=False)
     endpoint.add_argument("--endpoint-url", help="S3-compatible endpoint (else FEDKUBE_S3_ENDPOINT_URL, "
                                                  "AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS itself)")
+    shared = [endpoint, *parents]  # every subcommand also takes the main parser's common flags
 
-    p = commands.add_parser("ls", parents=[endpoint], help="rounds under URI, newest last, with the latest marked")
+    p = commands.add_parser("ls", parents=shared, help="rounds under URI, newest last, with the latest marked")
     p.add_argument("uri", help="checkpoint URI: s3://bucket/prefix or file:///path")
     p.add_argument("--verify", action="store_true",
                    help="download and check every object against its manifest (exit 1 if any round is unusable)")
     p.set_defaults(command=cmd_ls)
 
-    p = commands.add_parser("show", parents=[endpoint], help="verify one checkpoint and describe it")
+    p = commands.add_parser("show", parents=shared, help="verify one checkpoint and describe it")
     p.add_argument("location", help="URI (the latest round), URI/round-N or URI/final")
     p.add_argument("--json", action="store_true", help="print a JSON document")
     p.set_defaults(command=cmd_show)
 
-    p = commands.add_parser("export", parents=[endpoint], help="write a checkpoint's verified weights to a file")
+    p = commands.add_parser("export", parents=shared, help="write a checkpoint's verified weights to a file")
     p.add_argument("uri", help="URI, URI/round-N or URI/final")
     p.add_argument("--round", type=round_argument, help="round number or 'final' (default: the latest round)")
     p.add_argument("--to", required=True, help="target .safetensors file")
+    p.add_argument("--ckks-context", help="the job's secret CKKS context: decrypt a ckks job's encrypted aggregate")
     p.set_defaults(command=cmd_export)
 
 

@@ -29,6 +29,7 @@ from fedkube.aggregator.secagg import SecAggRounds
 from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.aggregator.status import StatusBoard, serve_http, status_routes, termination_message
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
+from fedkube.he.wire import is_encrypted
 from fedkube.logs import set_context
 from fedkube.plan import METRICS_PORT, STATUS_PORT, AggregatorPlan
 from fedkube.privacy.base import BUDGET_EXHAUSTED
@@ -58,6 +59,7 @@ class ServeOptions:
     ready_file: Path | None = None
     termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
     tls: Identity | None = None  # None: plaintext, only when the spec opts out
+    ckks_context: Path | None = None  # the job's public CKKS context, for secureAggregation.mode ckks
 
 
 class Evaluator:
@@ -69,7 +71,7 @@ class Evaluator:
         self.device = torch.device("cpu")
 
     def __call__(self, weights: Weights) -> dict[str, float]:
-        if self.data is None:
+        if self.data is None or is_encrypted(weights):  # a CKKS job's clients evaluate instead
             return {}
         set_weights(self.model, weights)
         return self.task.evaluate(self.model, self.data, self.device)
@@ -135,6 +137,12 @@ class Aggregator:
         self.evaluate = Evaluator(self.task, model)
         self.privacy = aggregator_privacy(plan.privacy)
         self.strategy: Strategy = self.privacy.wrap(build_strategy(plan.strategy, plan.num_partitions))
+        if plan.secure_aggregation.mode == "ckks":  # the global model lives on the server only encrypted
+            from fedkube.he.params import ckks_params
+            from fedkube.he.session import aggregator_strategy
+
+            self.strategy = aggregator_strategy(options.ckks_context, ckks_params(plan.secure_aggregation.ckks),
+                                                self.weights)
         self.coordinator = Coordinator(plan)
         self.guard = PeerGuard(plan.job, tls=options.tls is not None)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts, privacy=self.privacy.status())
@@ -178,7 +186,6 @@ class Aggregator:
         write_json_atomic(self.options.output_dir / "status.json", self.board.document())
 
     async def run_rounds(self) -> JobEnd:
-        specs = specs_of(self.weights)
         for number in range(self.next_round, self.plan.rounds + 1):
             exhausted = self.privacy.budget_exhausted()
             if exhausted is not None:
@@ -190,7 +197,8 @@ class Aggregator:
             self.board.phase, self.board.round = "Running", number
             set_context(round=number)
             rounds = self.secagg or self.coordinator
-            outcome = await rounds.run_round(number, self.weights, specs, self.strategy, self.privacy.round_config)
+            outcome = await rounds.run_round(number, self.weights, specs_of(self.weights), self.strategy,
+                                             self.privacy.round_config)
             completed = len(outcome.reported) >= self.plan.min_available
             evaluation: dict[str, float] = {}
             timings: dict[str, float] = {}
@@ -206,6 +214,10 @@ class Aggregator:
             self.privacy.record(entry, outcome.client_metrics, completed)
             self.board.history.append(entry)
             self.board.privacy = self.privacy.status()
+            if self.plan.secure_aggregation.mode == "ckks":
+                from fedkube.he.session import backfill_client_evaluation
+
+                backfill_client_evaluation(self.board.history, outcome.train_metrics)
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
                 with stopwatch(entry, "checkpoint_seconds"):
                     self.checkpoint(number)
