@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 from collections.abc import Callable
+from urllib.parse import urlparse
 
 from fedkube.secure import min_bits, safe_min_threshold
 from fedkube.spec.errors import FieldError
@@ -162,6 +164,27 @@ def privacy_rules(spec: JobSpec) -> list[FieldError]:
     return errors
 
 
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def checkpoint_rules(spec: JobSpec) -> list[FieldError]:
+    """A checkpoint URI the stores accept, and S3 settings only where they can mean something."""
+    checkpoint, errors = spec.checkpoint, []
+    uri = urlparse(checkpoint.uri or "")
+    if uri.scheme == "file" and (uri.netloc not in ("", "localhost") or not uri.path.startswith("/")):
+        errors.append(FieldError("spec.checkpoint.uri", f"{checkpoint.uri!r} is not file:///absolute/path"))
+    if uri.scheme == "s3" and not S3_BUCKET.fullmatch(uri.netloc):
+        errors.append(FieldError("spec.checkpoint.uri", f"{uri.netloc!r} is not an S3 bucket name (3 to 63 "
+                                                        "lower-case letters, digits, dots and hyphens)"))
+    for field, value in (("endpointUrl", checkpoint.endpoint_url), ("secretRef", checkpoint.secret_ref)):
+        if value and uri.scheme != "s3":
+            errors.append(FieldError(f"spec.checkpoint.{field}", "only used with an s3:// spec.checkpoint.uri"))
+    if checkpoint.endpoint_url and urlparse(checkpoint.endpoint_url).scheme not in ("http", "https"):
+        errors.append(FieldError("spec.checkpoint.endpointUrl",
+                                 f"{checkpoint.endpoint_url!r} is not an http:// or https:// URL"))
+    return errors
+
+
 def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
     errors = []
     if spec.secure_aggregation.mode not in SUPPORTED_SECURE_AGGREGATION:
@@ -240,7 +263,7 @@ def secagg_rules(spec: JobSpec) -> list[FieldError]:
 
 SPEC_RULES: list[Callable[[JobSpec], list[FieldError]]] = [
     quorum_rules, partition_reference_rules, strategy_rules, compression_rules, privacy_rules,
-    unbuilt_feature_rules, secagg_rules, ckks_rules,
+    checkpoint_rules, unbuilt_feature_rules, secagg_rules, ckks_rules,
 ]
 
 
