@@ -118,6 +118,7 @@ def history_entry(outcome: RoundOutcome, completed: bool, evaluation: dict[str, 
         "bytes_out": outcome.bytes_out,
         "compression_ratio": None if outcome.compression_ratio is None else round(outcome.compression_ratio, 3),
         **train,
+        **{k: v for k, v in evaluation.items() if k not in ("accuracy", "loss")},  # e.g. a forecast's mae
     }
 
 
