@@ -72,7 +72,6 @@ class ServeOptions:
     ready_file: Path | None = None
     termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
     tls: Identity | None = None  # None: plaintext, only when the spec opts out
-    ckks_context: Path | None = None  # the job's public CKKS context, for secureAggregation.mode ckks
 
 
 class Evaluator:
@@ -119,6 +118,7 @@ def history_entry(outcome: RoundOutcome, completed: bool, evaluation: dict[str, 
         "bytes_out": outcome.bytes_out,
         "compression_ratio": None if outcome.compression_ratio is None else round(outcome.compression_ratio, 3),
         **train,
+        **{k: v for k, v in evaluation.items() if k not in ("accuracy", "loss")},  # e.g. a forecast's mae
     }
 
 
@@ -154,8 +154,7 @@ class Aggregator:
             from fedkube.he.params import ckks_params
             from fedkube.he.session import aggregator_strategy
 
-            self.strategy = aggregator_strategy(options.ckks_context, ckks_params(plan.secure_aggregation.ckks),
-                                                self.weights)
+            self.strategy = aggregator_strategy(ckks_params(plan.secure_aggregation.ckks), self.weights)
         self.coordinator = Coordinator(plan)
         self.guard = PeerGuard(plan.job, tls=options.tls is not None)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts, privacy=self.privacy.status())
