@@ -1,16 +1,16 @@
 """SecAgg+ overhead: round time with and without secure aggregation, and client masking throughput.
 
 1. Rounds: the same job (16 clients, a 1,001,000-parameter linear model, one local step on a
-   few random rows, mTLS) run by real `fedkube` processes twice, once plain FedAvg and once
-   with SecAgg+; the median round time of each, and their ratio (target: at most 1.5x).
+   few random rows, mTLS) run by real `fedkube` processes, plain FedAvg and SecAgg+ in turn
+   (`--pairs` times each, alternating so both see the same background load); the median round
+   time of each, and their ratio (target: at most 1.5x).
 2. Masking: one client's work between its trained update and the vector it sends, over the
    same 1M-parameter update with 15 neighbours: fedkube (fixed point, self mask and pairwise
    masks by AES-CTR) against Flower's SecAgg+ client stage (`_collect_masked_vectors` of
    `flwr.client.mod.secaggplus_mod`, numpy's seeded RandomState as its PRG), in MB/s of float32
-   update. Flower runs in its own venv (it pins an older protobuf than our gRPC stubs need):
-   FEDKUBE_BENCH_FLOWER_PYTHON, default .venv-bench/bin/python.
+   update. Flower runs in its own venv (`bench.common.FLOWER_PYTHON`).
 
-Run `python bench/secagg.py [--clients 16] [--rounds 4]`; results are printed and appended to
+Run `python -m bench.secagg [--clients 16] [--rounds 4]`; results are printed and appended to
 BENCHMARKS.md.
 """
 
@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-ROOT = Path(__file__).resolve().parents[1]
-FLOWER_PYTHON = Path(os.environ.get("FEDKUBE_BENCH_FLOWER_PYTHON", ROOT / ".venv-bench" / "bin" / "python"))
+from bench.common import FLOWER_PYTHON, RESULTS, trainer_env
+
 WIDTH = 1000  # Linear(1000, 1000): 1,001,000 parameters
 
 
 def task(config: dict[str, Any]) -> Any:
-    """The bench job's task (imported by the aggregator and client processes as `secagg:task`)."""
+    """The bench job's task (imported by the aggregator and client processes as `bench.secagg:task`)."""
     from fedkube.tasks.base import ClassificationTask
 
     class OneMillion(ClassificationTask):
@@ -58,7 +58,7 @@ def task(config: dict[str, Any]) -> Any:
 
 def job_manifest(name: str, clients: int, rounds: int, secure: bool) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "task": {"entrypoint": "secagg:task"},
+        "task": {"entrypoint": "bench.secagg:task"},
         "data": {"partitions": clients},
         "rounds": rounds,
         "clients": {"minAvailable": clients, "localEpochs": 1, "batchSize": 16, "roundTimeoutSeconds": 300,
@@ -76,10 +76,9 @@ def run_job(doc: dict[str, Any], workdir: Path) -> list[float]:
 
     path = workdir / f"{doc['metadata']['name']}.yaml"
     path.write_text(yaml.safe_dump(doc))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
     run_dir = workdir / doc["metadata"]["name"]
     done = subprocess.run([sys.executable, "-m", "fedkube.cli", "run", str(path), "--output-dir", str(run_dir)],
-                          env=env, capture_output=True, text=True, timeout=1800)
+                          env=trainer_env(), capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"{doc['metadata']['name']} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     history = json.loads((run_dir / "metrics.json").read_text())
@@ -158,18 +157,22 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=2, help="plain/SecAgg+ job pairs, run alternately")
     parser.add_argument("--skip-rounds", action="store_true", help="only the masking comparison")
     args = parser.parse_args()
     mb = (WIDTH * WIDTH + WIDTH) * 4 / 1e6
     lines = [f"### SecAgg+ overhead ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-             f"{platform.machine()}, {os.cpu_count()} CPUs, `python bench/secagg.py`)", ""]
+             f"{platform.machine()}, {os.cpu_count()} CPUs, `python -m bench.secagg`)", ""]
     if not args.skip_rounds:
+        plain: list[float] = []
+        secure: list[float] = []
         with tempfile.TemporaryDirectory() as tmp:
-            plain = run_job(job_manifest("bench-plain", args.clients, args.rounds, False), Path(tmp))
-            secure = run_job(job_manifest("bench-secagg", args.clients, args.rounds, True), Path(tmp))
+            for i in range(args.pairs):
+                plain += run_job(job_manifest(f"bench-plain-{i}", args.clients, args.rounds, False), Path(tmp))
+                secure += run_job(job_manifest(f"bench-secagg-{i}", args.clients, args.rounds, True), Path(tmp))
         p, s = statistics.median(plain), statistics.median(secure)
         lines += [f"Round time, {args.clients} client processes, 1,001,000 parameters, mTLS, median of rounds "
-                  f"2..{args.rounds}:", "",
+                  f"2..{args.rounds} of {args.pairs} alternating job pairs:", "",
                   "| aggregation | round (s) | ratio |", "|---|---|---|",
                   f"| plain FedAvg | {p:.2f} | 1.00 |", f"| SecAgg+ (complete graph) | {s:.2f} | {s / p:.2f} |", ""]
     ours = fedkube_masking(args.clients, args.repeats)
@@ -185,7 +188,7 @@ def main() -> int:
     lines.append("")
     text = "\n".join(lines)
     print(text)
-    with (ROOT / "BENCHMARKS.md").open("a") as f:
+    with RESULTS.open("a") as f:
         f.write("\n" + text + "\n")
     return 0
 

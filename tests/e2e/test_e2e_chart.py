@@ -164,19 +164,3 @@ def test_the_operator_started_as_the_chart_says_needs_exactly_the_charts_rbac(
     assert unused(granted, requests) == [], \
         "the chart grants what the operator never asked for: remove it from charts/fedkube/templates/rbac.yaml"
 
-
-@pytest.mark.parametrize(("access", "allowed"), [
-    (Access(NAMESPACE, "", "pods", "create"), True),
-    (Access("elsewhere", "", "pods", "create"), False),
-    (Access(NAMESPACE, "", "pods", "update"), False),
-    (Access(None, "", "pods", "list"), False),
-    (Access(None, "admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch", "other"), False),
-])
-def test_the_rbac_evaluation_refuses_what_the_chart_does_not_grant(access: Access, allowed: bool,
-                                                                   tmp_path: Path) -> None:
-    from chart import render
-
-    objects = render({"watch": {"allNamespaces": False, "namespaces": [NAMESPACE]}}, tmp_path)
-    granted = grants(objects, one(objects, "ServiceAccount")["metadata"]["name"], RELEASE_NAMESPACE)
-    assert (denied(granted, [access]) == []) is allowed
-

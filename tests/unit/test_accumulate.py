@@ -124,3 +124,35 @@ def test_an_aborted_update_leaves_the_same_bits_as_one_never_sent():
         fold_update(dirty, 5, {"w": values})
 
     assert clean.mean()["w"].tobytes() == dirty.mean()["w"].tobytes()
+
+
+def test_huge_but_finite_values_are_folded_exactly():
+    acc = WeightedSum([TensorSpec("w", "float32", (3,))])
+    fold_update(acc, 2, {"w": np.array([1e30, -1e30, 3.0], np.float32)})
+    np.testing.assert_allclose(acc.mean()["w"], [1e30, -1e30, 3.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("values, dtype, weight, reason", [
+    ([1.0, np.inf, 2.0], "float32", 1, "non_finite"),
+    ([1.0, -np.inf, 2.0], "float32", 1, "non_finite"),
+    ([1e308, 1.0, 1.0], "float64", 10, "overflow"),
+])
+def test_non_finite_or_overflowing_chunks_never_reach_the_sum(values, dtype, weight, reason):
+    acc = WeightedSum([TensorSpec("w", dtype, (3,))])
+    fold_update(acc, 1, {"w": np.ones(3, dtype)})
+    fold = acc.begin(weight)
+    with pytest.raises(UpdateRejected) as info, np.errstate(over="ignore"):
+        fold.add(0, 0, np.array(values, dtype).tobytes())
+    assert info.value.reason == reason
+    fold.abort()
+    np.testing.assert_array_equal(acc.mean()["w"], np.ones(3))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_every_float_dtype_is_weighted_and_averaged(dtype):
+    acc = WeightedSum([TensorSpec("w", dtype, (4,))])
+    fold_update(acc, 1, {"w": np.array([1, 2, 3, 4], dtype)}, chunk_bytes=8)
+    fold_update(acc, 3, {"w": np.array([4, 3, 2, 1], dtype)}, chunk_bytes=8)
+    mean = acc.mean()["w"]
+    assert mean.dtype == np.result_type(dtype, np.float32)
+    np.testing.assert_allclose(mean, [3.25, 2.75, 2.25, 1.75])

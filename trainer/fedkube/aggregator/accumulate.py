@@ -115,7 +115,7 @@ class UpdateFold:
     def check_specs(self, specs: list[TensorSpec]) -> None:
         check_specs(specs, self.target.specs)
 
-    def add(self, index: int, offset: int, chunk: bytes) -> None:
+    def add(self, index: int, offset: int, chunk: bytes | memoryview) -> None:
         """Fold one raw chunk of tensor `index` (in the model's dtype) starting at byte `offset`."""
         values = np.frombuffer(chunk, dtype=self.target.specs[index].dtype)
         self.add_dense(index, offset // values.itemsize, values)

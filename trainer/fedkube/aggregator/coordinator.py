@@ -147,7 +147,7 @@ class Coordinator:
 
     async def submit(self, partition: int, round_number: int, ticket: str, num_examples: int,
                      metrics: dict[str, float], specs: list[TensorSpec],
-                     chunks: AsyncIterator[bytes]) -> None:
+                     chunks: AsyncIterator[memoryview]) -> None:
         """Fold one streamed update into the round. Raises UpdateRejected, always counted."""
         state = self.round
         seated = False  # only an update that holds this round's seat can lose it by being bad
@@ -178,7 +178,7 @@ class Coordinator:
         self._maybe_answered(state)
 
     async def _fold_stream(self, state: RoundState, partition: int, decoder: WireDecoder,
-                           specs: list[TensorSpec], chunks: AsyncIterator[bytes]) -> None:
+                           specs: list[TensorSpec], chunks: AsyncIterator[memoryview]) -> None:
         if state.closed:
             raise UpdateRejected("late", f"round {state.number} closed")
         fold = decoder.fold

@@ -44,8 +44,8 @@ from fedkube.logs import set_context
 from fedkube.plan import METRICS_PORT, STATUS_PORT, AggregatorPlan
 from fedkube.privacy.base import BUDGET_EXHAUSTED
 from fedkube.privacy.build import aggregator_privacy
-from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import specs_of
+from fedkube.protocol.wire import add_aggregator_service
 from fedkube.secure.tls import Identity
 from fedkube.stores import StoreError, open_store
 from fedkube.strategies import Strategy, Weights, build_strategy
@@ -72,7 +72,6 @@ class ServeOptions:
     ready_file: Path | None = None
     termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
     tls: Identity | None = None  # None: plaintext, only when the spec opts out
-    ckks_context: Path | None = None  # the job's public CKKS context, for secureAggregation.mode ckks
 
 
 class Evaluator:
@@ -119,6 +118,7 @@ def history_entry(outcome: RoundOutcome, completed: bool, evaluation: dict[str, 
         "bytes_out": outcome.bytes_out,
         "compression_ratio": None if outcome.compression_ratio is None else round(outcome.compression_ratio, 3),
         **train,
+        **{k: v for k, v in evaluation.items() if k not in ("accuracy", "loss")},  # e.g. a forecast's mae
     }
 
 
@@ -154,8 +154,7 @@ class Aggregator:
             from fedkube.he.params import ckks_params
             from fedkube.he.session import aggregator_strategy
 
-            self.strategy = aggregator_strategy(options.ckks_context, ckks_params(plan.secure_aggregation.ckks),
-                                                self.weights)
+            self.strategy = aggregator_strategy(ckks_params(plan.secure_aggregation.ckks), self.weights)
         self.coordinator = Coordinator(plan)
         self.guard = PeerGuard(plan.job, tls=options.tls is not None)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts, privacy=self.privacy.status())
@@ -279,6 +278,7 @@ class Aggregator:
                 from fedkube.he.session import backfill_client_evaluation
 
                 backfill_client_evaluation(self.board.history, outcome.train_metrics)
+            self.publish()  # before the checkpoint's await: metrics.json always agrees with /status and /metrics
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
                 with stopwatch(entry, "checkpoint_seconds"):
                     await self.checkpoint(number, must=number == self.plan.rounds)
@@ -332,7 +332,7 @@ class Aggregator:
             self.record_end(JobEnd(False, f"cannot resume from {self.store.uri}: {exc}"))
             return 1
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_AggregatorServicer_to_server(
+        add_aggregator_service(
             AggregatorServicer(self.coordinator, self.board.document, self.guard, self.secagg), server)
         address = f"{self.options.host}:{self.options.port}"
         if self.options.tls is None:
