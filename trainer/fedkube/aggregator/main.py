@@ -152,7 +152,8 @@ class Aggregator:
         checkpoint = latest_checkpoint(self.store)
         if checkpoint is None:
             return
-        self.weights = checkpoint.weights
+        # Tensors travel in the model's order; a checkpoint's own order is not necessarily that.
+        self.weights = {name: checkpoint.weights[name] for name in self.weights}
         self.strategy.load_state(checkpoint.state.get("strategy", {}), checkpoint.arrays)
         self.privacy.load_state(checkpoint.state.get("privacy", {}))
         self.board.privacy = self.privacy.status()
