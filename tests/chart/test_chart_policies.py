@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart import CASES, CHART, RELEASE, RELEASE_NAMESPACE, REPO, of_kind, one, render, run_helm
+from chart import CASES, CHART, RELEASE, RELEASE_NAMESPACE, REPO, of_kind, one, render_case, run_helm
 from pod_security import violations
 
 from fedkube.plan import make_plan
@@ -20,7 +20,8 @@ from fedkube_operator.render import Owner, RenderConfig, render_job_objects, ren
 
 RBAC_KINDS = ("ClusterRole", "Role")
 CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"),
-                  ("admissionregistration.k8s.io", "validatingwebhookconfigurations")}
+                  ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+                  ("admissionregistration.k8s.io", "mutatingwebhookconfigurations")}
 
 
 def rules_of(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -28,8 +29,8 @@ def rules_of(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_rbac_has_no_wildcards(case: str, tmp_path: Path) -> None:
-    objects = render(CASES[case], tmp_path)
+def test_rbac_has_no_wildcards(case: str) -> None:
+    objects = render_case(case)
     for kind in RBAC_KINDS:
         for rule in rules_of(objects, kind):
             for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
@@ -37,8 +38,8 @@ def test_rbac_has_no_wildcards(case: str, tmp_path: Path) -> None:
                     f"{case}: {kind} rule {rule} has a wildcard"
 
 
-def test_cluster_mode_binds_one_cluster_role(tmp_path: Path) -> None:
-    objects = render(None, tmp_path)
+def test_cluster_mode_binds_one_cluster_role() -> None:
+    objects = render_case("default")
     assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
     binding = one(objects, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
@@ -47,8 +48,8 @@ def test_cluster_mode_binds_one_cluster_role(tmp_path: Path) -> None:
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == account["name"]
 
 
-def test_namespaced_mode_grants_namespaced_resources_only_in_served_namespaces(tmp_path: Path) -> None:
-    objects = render(CASES["namespaced"], tmp_path)
+def test_namespaced_mode_grants_namespaced_resources_only_in_served_namespaces() -> None:
+    objects = render_case("namespaced")
     served = CASES["namespaced"]["watch"]["namespaces"]
     roles = of_kind(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == served
@@ -65,31 +66,33 @@ def test_namespaced_mode_grants_namespaced_resources_only_in_served_namespaces(t
     assert [a for a in args if a.startswith("--namespace")] == [f"--namespace={ns}" for ns in served]
 
 
-def test_with_cert_manager_the_operator_cannot_touch_webhook_configurations(tmp_path: Path) -> None:
-    objects = render(CASES["cert-manager"], tmp_path)
-    assert all("validatingwebhookconfigurations" not in r["resources"] for r in rules_of(objects, "ClusterRole"))
+WEBHOOK_CONFIGURATIONS = {"validatingwebhookconfigurations", "mutatingwebhookconfigurations"}
 
 
-def test_webhook_configuration_patches_are_limited_to_the_releases_own(tmp_path: Path) -> None:
-    objects = render(None, tmp_path)
+def test_with_cert_manager_the_operator_cannot_touch_webhook_configurations() -> None:
+    objects = render_case("cert-manager")
+    assert all(not WEBHOOK_CONFIGURATIONS & set(r["resources"]) for r in rules_of(objects, "ClusterRole"))
+    assert not of_kind(objects, "MutatingWebhookConfiguration")
+
+
+def test_webhook_configuration_patches_are_limited_to_the_releases_own() -> None:
+    objects = render_case("default")
     name = one(objects, "ValidatingWebhookConfiguration")["metadata"]["name"]
-    patch = [r for r in rules_of(objects, "ClusterRole") if "validatingwebhookconfigurations" in r["resources"]
+    # Kopf also keeps a mutating configuration of the same name: the chart owns it, empty.
+    mutating = one(objects, "MutatingWebhookConfiguration")
+    assert mutating["metadata"]["name"] == name and mutating["webhooks"] == []
+    patch = [r for r in rules_of(objects, "ClusterRole") if WEBHOOK_CONFIGURATIONS & set(r["resources"])
              and "patch" in r["verbs"]]
-    assert patch == [{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+    assert patch == [{"apiGroups": ["admissionregistration.k8s.io"], "resources": sorted(WEBHOOK_CONFIGURATIONS,
+                                                                                       reverse=True),
                       "resourceNames": [name], "verbs": ["patch"]}]
 
 
 def test_the_operator_deployment_meets_the_restricted_profile() -> None:
-    for case, values in CASES.items():
-        objects = render(values, _tmp(case))
+    for case in CASES:
+        objects = render_case(case)
         pod = one(objects, "Deployment")["spec"]["template"]["spec"]
         assert violations(pod) == [], case
-
-
-def _tmp(case: str) -> Path:
-    import tempfile
-
-    return Path(tempfile.mkdtemp(prefix=f"chart-{case}-"))
 
 
 @pytest.mark.parametrize("example", ["digits-fedavg", "medical-breast-cancer"])

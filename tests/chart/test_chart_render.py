@@ -4,7 +4,10 @@ webhook, security settings)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,12 +15,25 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from chart import CASES, CHART, RELEASE_NAMESPACE, REPO, of_kind, one, operator_container, render, run_helm, template
+from chart import (
+    CASES,
+    CHART,
+    RELEASE_NAMESPACE,
+    REPO,
+    of_kind,
+    one,
+    operator_container,
+    render,
+    render_case,
+    run_helm,
+    template,
+)
 
 from fedkube_operator import GROUP, PLURAL, VERSION
-from fedkube_operator.config import DEFAULT_IMAGE
+from fedkube_operator.config import DEFAULT_IMAGE, WebhookConfig
 from fedkube_operator.main import _parser, config_from_args
 from fedkube_operator.security import RUN_AS_USER, chart_file
+from fedkube_operator.webhook import FedkubeWebhookServer
 
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 # Kinds of third-party CRDs (Prometheus Operator, cert-manager): no OpenAPI schema ships offline.
@@ -26,9 +42,9 @@ THIRD_PARTY_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1", "Certificate"
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
-def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[dict]]:
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict]]:
     name = request.param
-    return name, render(CASES[name], tmp_path_factory.mktemp(name))
+    return name, render_case(name)
 
 
 def test_chart_lints_with_default_and_every_case(tmp_path: Path) -> None:
@@ -80,13 +96,13 @@ def test_app_version_is_the_package_version() -> None:
     assert chart["version"] == version
 
 
-def test_default_images_match_the_operator_and_the_build(tmp_path: Path) -> None:
+def test_default_images_match_the_operator_and_the_build() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     trainer = f"{values['trainerImage']['repository']}:{values['trainerImage']['tag'] or version}"
     assert trainer == DEFAULT_IMAGE
     operator = f"{values['image']['repository']}:{values['image']['tag'] or version}"
-    container = operator_container(render(None, tmp_path))
+    container = operator_container(render_case("default"))
     assert container["image"] == operator
     assert f"--image={DEFAULT_IMAGE}" in container["args"]
     # `make images` tags what values.yaml pulls.
@@ -122,6 +138,7 @@ def test_operator_flags_are_ones_the_operator_accepts(rendered: tuple[str, list[
     else:
         assert config.webhook is None
     assert args.liveness.endswith(f":{ports_of(container)['health']}/healthz")
+    assert args.log_format == values.get("operator", {}).get("logFormat", "text")
     if values.get("metrics", {}).get("enabled", True):
         assert args.metrics_port == ports_of(container)["metrics"]
     else:
@@ -132,8 +149,8 @@ def ports_of(container: dict[str, Any]) -> dict[str, int]:
     return {p["name"]: p["containerPort"] for p in container["ports"]}
 
 
-def test_probes_call_the_liveness_endpoint(tmp_path: Path) -> None:
-    container = operator_container(render(None, tmp_path))
+def test_probes_call_the_liveness_endpoint() -> None:
+    container = operator_container(render_case("default"))
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
 
@@ -147,22 +164,41 @@ def test_operator_pod_uses_the_shared_security_settings(rendered: tuple[str, lis
     assert pod["securityContext"]["runAsUser"] == RUN_AS_USER
 
 
-def test_webhook_configuration_is_the_one_kopf_builds(tmp_path: Path) -> None:
-    """What the chart installs equals what the operator would write, so neither fights the other."""
+async def served_client_config(webhook: WebhookConfig) -> dict[str, Any]:
+    """The client config the operator's webhook server reports, from a real server on a free port."""
+    server = FedkubeWebhookServer(dataclasses.replace(webhook, port=free_port(), addr="127.0.0.1"))
+
+    async def never_called(*_: Any, **__: Any) -> Any:
+        raise AssertionError("no admission request is sent here")
+
+    async for client_config in server(never_called):
+        return dict(client_config)
+    raise AssertionError("the webhook server reported no client config")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_webhook_configuration_is_the_one_kopf_builds() -> None:
+    """What the chart installs equals what the operator writes (less the CA bundle, which only the
+    running operator knows), so neither fights the other and the API server reaches the handler."""
     from kopf._cogs.structs.references import Resource
     from kopf._core.engines.admission import build_webhooks
 
     from fedkube_operator.handlers import assemble
 
-    objects = render(None, tmp_path)
+    objects = render_case("default")
     config = one(objects, "ValidatingWebhookConfiguration")
     container = operator_container(objects)
     operator = config_from_args(_parser().parse_args(container["args"][1:]))
     assert operator.webhook is not None and operator.webhook.managed == config["metadata"]["name"]
-    namespace, service = operator.webhook.service or ("", "")
+    client_config = asyncio.run(served_client_config(operator.webhook))
+    assert client_config.pop("caBundle")
     handlers = assemble(operator).registry._webhooks.get_all_handlers()
     resource = Resource(GROUP, VERSION, PLURAL, namespaced=True)
-    client_config = {"service": {"namespace": namespace, "name": service, "port": operator.webhook.service_port}}
     expected = build_webhooks(handlers, resources=[resource], name_suffix=operator.webhook.managed,
                               client_config=client_config)
     for webhook in expected:
@@ -170,8 +206,8 @@ def test_webhook_configuration_is_the_one_kopf_builds(tmp_path: Path) -> None:
     assert config["webhooks"] == expected
 
 
-def test_cert_manager_injects_the_ca_and_mounts_the_certificate(tmp_path: Path) -> None:
-    objects = render(CASES["cert-manager"], tmp_path)
+def test_cert_manager_injects_the_ca_and_mounts_the_certificate() -> None:
+    objects = render_case("cert-manager")
     certificate = one(objects, "Certificate")
     config = one(objects, "ValidatingWebhookConfiguration")
     assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == \
@@ -184,22 +220,23 @@ def test_cert_manager_injects_the_ca_and_mounts_the_certificate(tmp_path: Path) 
     assert secrets == [certificate["spec"]["secretName"]]
 
 
-def test_an_existing_issuer_is_used_as_given(tmp_path: Path) -> None:
-    objects = render(CASES["everything"], tmp_path)
+def test_an_existing_issuer_is_used_as_given() -> None:
+    objects = render_case("everything")
     assert not of_kind(objects, "Issuer")
     assert one(objects, "Certificate")["spec"]["issuerRef"] == {"kind": "ClusterIssuer", "name": "corp-ca"}
 
 
-def test_webhook_off_renders_no_webhook(tmp_path: Path) -> None:
-    objects = render(CASES["webhook-off"], tmp_path)
+def test_webhook_off_renders_no_webhook() -> None:
+    objects = render_case("webhook-off")
     assert not of_kind(objects, "ValidatingWebhookConfiguration")
+    assert not of_kind(objects, "MutatingWebhookConfiguration")
     assert [s["metadata"]["name"] for s in of_kind(objects, "Service")] == []
     assert not any(a.startswith("--webhook") for a in operator_container(objects)["args"])
 
 
-def test_service_monitor_scrapes_the_metrics_service(tmp_path: Path) -> None:
-    objects = render(CASES["service-monitor"], tmp_path)
-    monitor = one(objects, "ServiceMonitor")
+def test_service_monitor_scrapes_the_metrics_service() -> None:
+    objects = render_case("service-monitor")
+    (monitor,) = [m for m in of_kind(objects, "ServiceMonitor") if m["metadata"]["name"] == "fedkube"]
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     selected = [s for s in of_kind(objects, "Service")
                 if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
@@ -209,11 +246,54 @@ def test_service_monitor_scrapes_the_metrics_service(tmp_path: Path) -> None:
         one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_network_policy_isolates_job_pods(tmp_path: Path) -> None:
-    from fedkube_operator.names import LABEL_ROLE, ROLE_AGGREGATOR, ROLE_CLIENT
-    from fedkube_operator.render import render_aggregator_pod
+def job_objects() -> list[dict[str, Any]]:
+    """What the operator creates for the digits example (Service, pods, ...), from its own render code."""
+    from fedkube.plan import make_plan
+    from fedkube.spec import parse_manifest
+    from fedkube_operator.render import Owner, RenderConfig, render_aggregator_pod, render_job_objects
 
-    objects = render(CASES["network-policy"], tmp_path)
+    manifest = yaml.safe_load((REPO / "examples" / "digits-fedavg.yaml").read_text())
+    plan = make_plan(parse_manifest(manifest, check_entrypoint=False))
+    owner, config = Owner("digits", "ml-team-a", "uid"), RenderConfig(image=DEFAULT_IMAGE)
+    return [*render_job_objects(plan, owner, config), render_aggregator_pod(plan, owner, config)]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    exists = [e["key"] for e in selector.get("matchExpressions", []) if e["operator"] == "Exists"]
+    assert len(exists) == len(selector.get("matchExpressions", [])), "only Exists expressions are checked here"
+    return selector.get("matchLabels", {}).items() <= labels.items() and all(k in labels for k in exists)
+
+
+@pytest.mark.parametrize("watch, namespace_selector", [
+    ({}, {"any": True}),
+    ({"allNamespaces": False, "namespaces": ["ml-team-a"]}, {"matchNames": ["ml-team-a"]}),
+])
+def test_job_service_monitor_scrapes_every_aggregator(watch: dict[str, Any], namespace_selector: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    objects = render({**CASES["service-monitor"], "watch": watch}, tmp_path)
+    (monitor,) = [m for m in of_kind(objects, "ServiceMonitor") if m["metadata"]["name"] == "fedkube-jobs"]
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == namespace_selector
+    jobs = job_objects()
+    selected = [o for o in jobs if o["kind"] == "Service" and selects(monitor["spec"]["selector"],
+                                                                      o["metadata"]["labels"])]
+    assert [s["metadata"]["name"] for s in selected] == ["digits-aggregator"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    (port,) = [p for p in selected[0]["spec"]["ports"] if p["name"] == endpoint["port"]]
+    (container,) = [o for o in jobs if o["kind"] == "Pod"][0]["spec"]["containers"]
+    assert port["targetPort"] in {p["name"] for p in container["ports"]} and endpoint["path"] == "/metrics"
+    assert not [s for s in of_kind(objects, "Service") if selects(monitor["spec"]["selector"], s["metadata"]["labels"])]
+
+
+def test_job_service_monitor_can_be_left_out(tmp_path: Path) -> None:
+    objects = render({"metrics": {"serviceMonitor": {"enabled": True, "jobs": False}}}, tmp_path)
+    assert [m["metadata"]["name"] for m in of_kind(objects, "ServiceMonitor")] == ["fedkube"]
+
+
+def test_network_policy_isolates_job_pods() -> None:
+    from fedkube_operator.names import LABEL_ROLE, ROLE_AGGREGATOR, ROLE_CLIENT
+
+    objects = render_case("network-policy")
     policies = {p["spec"]["podSelector"]["matchLabels"][LABEL_ROLE]: p for p in of_kind(objects, "NetworkPolicy")}
     assert set(policies) == {ROLE_AGGREGATOR, ROLE_CLIENT}
     assert all(p["metadata"]["namespace"] == "ml-team-a" for p in policies.values())
@@ -229,27 +309,19 @@ def test_network_policy_isolates_job_pods(tmp_path: Path) -> None:
     assert aggregators["egress"][0] == dns
     assert aggregators["egress"][1] == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
                                         "ports": [{"port": 443, "protocol": "TCP"}, {"port": 9000, "protocol": "TCP"}]}
-    from_clients, from_operator = aggregators["ingress"]
+    from_clients, from_operator, from_monitoring = aggregators["ingress"]
     assert from_clients["from"] == [{"podSelector": {"matchLabels": {LABEL_ROLE: ROLE_CLIENT}}}]
+    assert from_monitoring == {"from": CASES["network-policy"]["networkPolicy"]["metricsFrom"],
+                               "ports": [{"port": "metrics", "protocol": "TCP"}]}
     operator_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert from_operator["from"][0]["podSelector"]["matchLabels"].items() <= operator_labels.items()
     # The named ports exist on the pods the operator renders.
     named = {p["port"] for rule in aggregators["ingress"] for p in rule["ports"]}
-    assert named <= {p["name"] for p in aggregator_ports(render_aggregator_pod)}
+    (aggregator,) = [o for o in job_objects() if o["kind"] == "Pod"]
+    assert named <= {p["name"] for p in aggregator["spec"]["containers"][0]["ports"]}
 
 
-def aggregator_ports(render_aggregator_pod: Any) -> list[dict[str, Any]]:
-    from fedkube.plan import make_plan
-    from fedkube.spec import parse_manifest
-    from fedkube_operator.render import Owner, RenderConfig
-
-    manifest = yaml.safe_load((REPO / "examples" / "digits-fedavg.yaml").read_text())
-    plan = make_plan(parse_manifest(manifest, check_entrypoint=False))
-    pod = render_aggregator_pod(plan, Owner("digits", "default", "uid"), RenderConfig(image=DEFAULT_IMAGE))
-    return pod["spec"]["containers"][0]["ports"]
-
-
-def test_notes_tell_how_to_apply_the_first_example(tmp_path: Path) -> None:
+def test_notes_tell_how_to_apply_the_first_example() -> None:
     notes = run_helm("install", "fedkube", str(CHART), "--namespace", RELEASE_NAMESPACE, "--dry-run=client").stdout
     notes = notes[notes.index("NOTES:"):]
     assert "kubectl -n default apply -f examples/digits-fedavg.yaml" in notes

@@ -107,7 +107,6 @@ class Cluster:
 
     # -- the operator --------------------------------------------------------------------------
     def start_operator(self, *extra: str, webhook: bool = True) -> None:
-        assert self.operator is None, "the operator is already running"
         self.liveness_port = free_port()
         args = [sys.executable, "-m", "fedkube_operator", "--namespace", NAMESPACE,
                 "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz", *OPERATOR_ARGS, *extra]
@@ -115,14 +114,20 @@ class Cluster:
             self.webhook_port = self.webhook_port or free_port()
             args += ["--webhook-port", str(self.webhook_port), "--webhook-addr", "127.0.0.1",
                      "--webhook-host", "127.0.0.1", "--webhook-config", "fedkube.io"]
+        self.launch_operator(args, "fedkube.io" if webhook else None)
+
+    def launch_operator(self, command: list[str], webhook_config: str | None) -> None:
+        """Start `command` (serving liveness on `liveness_port`); wait until it is alive and, if it
+        manages the ValidatingWebhookConfiguration `webhook_config`, until that points at it."""
+        assert self.operator is None, "the operator is already running"
         log = self.workdir / f"operator-{len(self.operator_logs)}.log"
         self.operator_logs.append(log)
         with open(log, "wb") as out:
-            self.operator = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            self.operator = subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         wait_for(self._operator_alive, 30, "the operator's liveness endpoint", diagnose=self.operator_log)
-        if webhook:
-            wait_for(self._webhook_configured, 30, "the managed ValidatingWebhookConfiguration",
-                     diagnose=self.operator_log)
+        if webhook_config:
+            wait_for(lambda: self._webhook_configured(webhook_config), 30,
+                     f"the managed ValidatingWebhookConfiguration {webhook_config}", diagnose=self.operator_log)
 
     def _operator_alive(self) -> bool:
         assert self.operator is not None
@@ -134,8 +139,8 @@ class Cluster:
         except OSError:
             return False
 
-    def _webhook_configured(self) -> bool:
-        result = self.kubectl("get", "validatingwebhookconfiguration", "fedkube.io", "-o", "json", check=False)
+    def _webhook_configured(self, name: str) -> bool:
+        result = self.kubectl("get", "validatingwebhookconfiguration", name, "-o", "json", check=False)
         return result.returncode == 0 and any(
             str(self.webhook_port) in w.get("clientConfig", {}).get("url", "")
             for w in json.loads(result.stdout).get("webhooks") or [])

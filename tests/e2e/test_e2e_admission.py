@@ -21,18 +21,25 @@ from conftest import REPO, Cluster, small_job
 EXAMPLE = yaml.safe_load((REPO / "examples" / "digits-fedavg.yaml").read_text())
 
 
+def patched(patch: dict[str, Any], target: Any = None) -> Any:
+    """The digits example with a JSON merge patch (RFC 7386) applied: None deletes a key."""
+    result = copy.deepcopy(EXAMPLE if target is None else target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = patched(value, result[key])
+        else:
+            result[key] = value
+    return result
+
+
 def edit(path: str, value: Any) -> dict[str, Any]:
-    """The digits example with the dotted `path` set to `value` (`-` deletes it)."""
-    doc = copy.deepcopy(EXAMPLE)
-    *parents, leaf = path.split(".")
-    node = doc
-    for key in parents:
-        node = node.setdefault(key, {})
-    if value == "-":
-        del node[leaf]
-    else:
-        node[leaf] = value
-    return doc
+    """The example with the dotted `path` set to `value` (None deletes it)."""
+    patch: Any = value
+    for key in reversed(path.split(".")):
+        patch = {key: patch}
+    return patched(patch)
 
 
 # (manifest, the field path the refusal must name, words the refusal must contain)
@@ -42,7 +49,7 @@ INVALID = [
     (edit("spec.clients.minAvailable", 9), "spec.clients.minAvailable", "exceeds spec.data.partitions (8)"),
     (edit("spec.strategy.name", "fedmagic"), "spec.strategy.name", "'fedmagic' is not one of"),
     (edit("spec.task.entrypoint", "fedkube.tasks.digits"), "spec.task.entrypoint", "does not match"),
-    (edit("spec.clients", "-"), "spec.clients", "required field is missing"),
+    (edit("spec.clients", None), "spec.clients", "required field is missing"),
     (edit("spec.clients.learningRate", 0.1), "spec.clients.learningRate", "unknown field"),
     (edit("spec.clients.fraction", 0), "spec.clients.fraction", "minimum of 0"),
     (edit("spec.template", {"overrides": [{"partitions": [8]}]}), "spec.template.overrides[0].partitions[0]",

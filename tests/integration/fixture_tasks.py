@@ -67,3 +67,41 @@ class StragglerTask(DigitsTask):
 
 def straggler(config: dict[str, Any]) -> StragglerTask:
     return StragglerTask(int(config["slowPartition"]), list(config["slowCalls"]), float(config["seconds"]))
+
+
+class KnownUpdateTask(BigTask):
+    """Each partition's local model is a known function of the partition, and so is its weight.
+
+    Training sets every parameter of partition p to `target(p)` and reports 10 * (p + 1)
+    examples, so a test knows exactly what the weighted FedAvg of any set of clients must be.
+    """
+
+    name = "known-update"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(width=6)
+        self.partition, self.seconds = -1, seconds
+
+    def load_partition(self, partition: int, num_partitions: int, partitioner: PartitionerSpec) -> Dataset[Any]:
+        self.partition = partition
+        return super().load_partition(partition, num_partitions, partitioner)
+
+    @staticmethod
+    def target(partition: int, numel: int) -> torch.Tensor:
+        return torch.linspace(-0.4, 0.4, numel) * (partition + 1) / 8 + 0.01 * partition
+
+    @staticmethod
+    def examples(partition: int) -> int:
+        return 10 * (partition + 1)
+
+    @torch.no_grad()
+    def train(self, model: torch.nn.Module, data: Dataset[Any], settings: TrainSettings,
+              device: torch.device, seed: int) -> TrainResult:
+        time.sleep(self.seconds)
+        for param in model.parameters():
+            param.copy_(self.target(self.partition, param.numel()).reshape(param.shape))
+        return TrainResult(self.examples(self.partition), {"loss": 0.0, "accuracy": 0.0})
+
+
+def known_update(config: dict[str, Any]) -> KnownUpdateTask:
+    return KnownUpdateTask(float(config.get("seconds", 0.0)))

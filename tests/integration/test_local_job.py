@@ -71,8 +71,9 @@ def test_client_killed_mid_round_round_completes_with_quorum(jobs):
 
 
 def test_round_below_quorum_times_out_and_next_round_goes_on(jobs):
-    doc = with_task(job_doc("straggle", partitions=3, rounds=3, min_available=3, roundTimeoutSeconds=10),
-                    "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [2], "seconds": 20})
+    # Deadlines leave a loaded machine time for ordinary rounds; only the straggler's sleep misses one.
+    doc = with_task(job_doc("straggle", partitions=3, rounds=3, min_available=3, roundTimeoutSeconds=25),
+                    "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [2], "seconds": 45})
     job = jobs(doc)
     assert job.wait_exit(timeout=300) == 0, job.aggregator_log()
     history = job.metrics()
@@ -86,13 +87,13 @@ def test_round_below_quorum_times_out_and_next_round_goes_on(jobs):
 
 
 def test_too_few_clients_left_fails_the_job_with_a_message(jobs):
-    doc = with_task(job_doc("starved", partitions=3, rounds=4, min_available=3, roundTimeoutSeconds=10,
+    doc = with_task(job_doc("starved", partitions=3, rounds=4, min_available=3, roundTimeoutSeconds=25,
                             joinTimeoutSeconds=45),
                     "fixture_tasks:straggler", {"slowPartition": 1, "slowCalls": [2], "seconds": 120})
     job = jobs(doc)
-    job.wait_for("partition 1 to take part in a second round",
-                 lambda s: len(s["history"]) >= 1 and 1 in s["history"][0]["participants"]["reported"]
-                 and s["round"] == 2)
+    job.wait_for("partition 1 to be in its second round",
+                 lambda s: sum(1 in h["participants"]["reported"] for h in s["history"]) == 1
+                 and s["round"] == len(s["history"]) + 1, timeout=240)
     job.kill_client(1)
     assert job.wait_exit(timeout=300) == 1
     status = job.final_status()

@@ -2,7 +2,8 @@
 status document read by both its readers, JSON logs, and the report of the finished run.
 
 One job (real aggregator and client processes, real gRPC) serves every check, with a straggler
-so that a round has a dropped client: partition 2 sleeps through its second round's deadline.
+so that a round has a dropped client (partition 2 sleeps through its second round's deadline) and
+client-level differential privacy so that ε is spent every round.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fedkube.stores import open_store
 from fedkube_operator.probe import AggregatorProbe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TARGET_EPSILON = 1000.0  # far above what five rounds spend: the job runs to the end
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -50,8 +52,9 @@ def total(history: list[dict[str, Any]], key: str) -> float:
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run the job once; keep a mid-run scrape, both readings of /status, and the run directory."""
-    doc = with_task(job_doc("observed", partitions=3, rounds=4, min_available=2, roundTimeoutSeconds=12),
+    doc = with_task(job_doc("observed", partitions=3, rounds=5, min_available=2, roundTimeoutSeconds=12),
                     "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [2], "seconds": 15})
+    doc["spec"]["privacy"] = {"noiseMultiplier": 0.5, "clippingNorm": 10.0, "targetEpsilon": TARGET_EPSILON}
     job = Job(doc, tmp_path_factory.mktemp("obs") / "observed")
     job.run.log_format = "json"
     job.start()
@@ -59,6 +62,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         job.wait_for("two finished rounds", lambda s: len(s["history"]) >= 2, timeout=240)
         samples = scrape(job.ports["metrics_port"])
         history_then = job.metrics()
+        assert job.run.children[0].process.poll() is None, "the aggregator must still run when scraped"
         launcher_view = AggregatorReport.parse(job.status())
         operator_view = asyncio.run(_probe(job.ports["status_port"]))
         assert job.wait_exit(timeout=300) == 0, job.aggregator_log()
@@ -79,11 +83,13 @@ async def _probe(port: int) -> AggregatorReport | None:
 def test_scraped_metrics_agree_with_metrics_json(observed: dict[str, Any]) -> None:
     samples = observed["samples"]
     finished = int(sum(samples[f"fedkube_rounds_total{{outcome={o}}}"] for o in ("completed", "abandoned")))
-    assert finished >= 2 and samples["fedkube_job_phase{phase=Running}"] == 1, "scraped while the job ran"
+    assert finished >= 2, samples
     history = observed["history_then"][:finished]  # metrics.json only grows: compare the rounds the scrape saw
     assert len(history) == finished
     assert samples["fedkube_job_info{federated_job=observed}"] == 1
-    assert samples["fedkube_job_rounds"] == 4
+    assert samples["fedkube_job_rounds"] == 5
+    phase = {p for p in ("Pending", "Running", "Succeeded", "Failed") if samples[f"fedkube_job_phase{{phase={p}}}"]}
+    assert phase == {"Running" if finished < 5 else "Succeeded"}, samples
     assert samples["fedkube_round"] >= finished
     assert samples["fedkube_round_duration_seconds_count"] == finished
     assert samples["fedkube_round_duration_seconds_sum"] == pytest.approx(total(history, "seconds"))
@@ -104,14 +110,17 @@ def test_scraped_metrics_agree_with_metrics_json(observed: dict[str, Any]) -> No
     if history[-1]["accuracy"] is not None:
         assert samples["fedkube_evaluation_accuracy_ratio"] == pytest.approx(history[-1]["accuracy"])
         assert samples["fedkube_evaluation_loss"] == pytest.approx(history[-1]["loss"])
-    assert samples["fedkube_clients_joined"] >= 2
-    assert "fedkube_privacy_epsilon" not in samples  # no differential privacy in this job
+    assert samples["fedkube_clients_joined"] >= 1
+    assert history[-1]["epsilon"] > 0
+    assert samples["fedkube_privacy_epsilon"] == pytest.approx(history[-1]["epsilon"])
+    assert samples["fedkube_privacy_delta"] == pytest.approx(history[-1]["delta"])
+    assert samples["fedkube_privacy_target_epsilon"] == TARGET_EPSILON
 
 
 def test_launcher_and_operator_read_the_same_status_document(observed: dict[str, Any]) -> None:
     launcher, operator = observed["launcher_view"], observed["operator_view"]
     assert launcher is not None and operator is not None
-    assert launcher.rounds == operator.rounds == 4
+    assert launcher.rounds == operator.rounds == 5
     shared = min(len(launcher.history), len(operator.history))
     assert shared >= 2 and launcher.history[:shared] == operator.history[:shared]
     history = observed["history_then"]
@@ -131,8 +140,8 @@ def test_every_line_of_a_round_names_job_round_and_partition(observed: dict[str,
             assert d["message"].startswith(f"round {d['round']}")
     aggregator = [json.loads(line) for line in (logs / "aggregator.log").read_text().splitlines()
                   if line.startswith("{")]
-    ends = [d for d in aggregator if d["message"].startswith("round ") and "/4 " in d["message"]]
-    assert [d["round"] for d in ends] == [1, 2, 3, 4]
+    ends = [d for d in aggregator if d["message"].startswith("round ") and "/5 " in d["message"]]
+    assert [d["round"] for d in ends] == [1, 2, 3, 4, 5]
     assert all(d["job"] == "observed" and "partition" in d for d in aggregator)
     joins = [d for d in aggregator if d["message"] == "client joined"]
     assert sorted(d["partition"] for d in joins)[:3] == [0, 1, 2]
@@ -154,16 +163,18 @@ def test_report_of_the_finished_run(observed: dict[str, Any], tmp_path: Path) ->
     assert rows["final accuracy"] == f"{evaluated[-1]['accuracy']:.4f} (round {evaluated[-1]['round']})"
     assert rows["final loss"] == f"{evaluated[-1]['loss']:.4f}"
     assert rows["best accuracy"] == f"{best['accuracy']:.4f} (round {best['round']})"
-    assert rows["rounds finished"] == f"{len(history)} of 4"
+    assert rows["rounds finished"] == f"{len(history)} of 5"
     assert rows["updates reported"] == str(total(history, "clients_reported"))
     assert rows["clients dropped"] == str(total(history, "clients_dropped")) != "0"
     assert rows["training examples"] == str(total(history, "num_examples"))
     assert times["collecting updates"] == f"{total(history, 'seconds'):.2f}"
     assert times["checkpoint"] == f"{total(history, 'checkpoint_seconds'):.2f}"
     assert times["aggregation"] == f"{total(history, 'aggregation_seconds'):.2f}"
-    assert summary_rows(markdown, "Configuration")["rounds"] == "`4`"
+    assert summary_rows(markdown, "Configuration")["rounds"] == "`5`"
     assert rows["phase"] == "Succeeded"
-    assert "Differential privacy was not enabled" in markdown
+    last = history[-1]
+    assert (f"ε = {last['epsilon']:.4f} at δ = {last['delta']:g}, {100 * last['epsilon'] / TARGET_EPSILON:.1f}% "
+            f"of the target ε = {TARGET_EPSILON:g}, after round 5.") in markdown
 
 
 def summary_rows(markdown: str, section: str = "Final metrics") -> dict[str, str]:
@@ -184,15 +195,19 @@ def test_report_figures_hold_the_runs_data(observed: dict[str, Any]) -> None:
     rounds = [h["round"] for h in history]
     evaluated = [h for h in history if h["accuracy"] is not None]
 
-    top, bottom = PLOTS["accuracy_loss.png"](record).axes
-    (accuracy,), (loss,) = top.get_lines(), bottom.get_lines()
+    left, right = PLOTS["accuracy_loss.png"](record).axes
+    (accuracy,), (loss,) = left.get_lines(), right.get_lines()
     assert list(accuracy.get_xdata()) == [h["round"] for h in evaluated]
     assert list(accuracy.get_ydata()) == pytest.approx([h["accuracy"] for h in evaluated])
     assert list(loss.get_ydata()) == pytest.approx([h["loss"] for h in evaluated])
-    assert (top.get_ylabel(), bottom.get_ylabel(), bottom.get_xlabel()) == ("accuracy", "loss", "round")
+    assert (left.get_ylabel(), right.get_ylabel()) == ("accuracy", "loss")
+    assert left.get_xlabel() == right.get_xlabel() == "round"
 
     (ax,) = PLOTS["epsilon.png"](record).axes
-    assert len(ax.get_lines()[0].get_xdata()) == 0  # no differential privacy: no ε points
+    spent, target = ax.get_lines()
+    assert list(spent.get_xdata()) == [h["round"] for h in history if h.get("epsilon") is not None]
+    assert list(spent.get_ydata()) == pytest.approx([h["epsilon"] for h in history if h.get("epsilon") is not None])
+    assert len(spent.get_xdata()) >= 4 and set(target.get_ydata()) == {TARGET_EPSILON}
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("round", "ε (epsilon)")
 
     (ax, *_) = PLOTS["participation.png"](record).axes
@@ -232,13 +247,13 @@ def test_report_from_s3_checkpoints(observed: dict[str, Any], s3_server: str, s3
     monkeypatch.setenv("FEDKUBE_S3_ENDPOINT_URL", s3_server)
     record = load_run(f"file://{Path(observed['run_dir'])}/checkpoints")
     store = open_store(f"s3://{s3_bucket}/jobs/observed")
-    state = {"round": 4, "job": "observed", "history": record.history, "manifest": record.manifest}
-    write_checkpoint(store, 4, {}, {}, state, keep_last=1)
+    state = {"round": 5, "job": "observed", "history": record.history, "manifest": record.manifest}
+    write_checkpoint(store, 5, {}, {}, state, keep_last=1)
     result = subprocess.run([sys.executable, "-m", "fedkube.cli", "report", f"s3://{s3_bucket}/jobs/observed",
                              "-o", str(tmp_path / "r")], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
-    assert "report of observed (4 rounds)" in result.stdout
-    assert summary_rows((tmp_path / "r" / "summary.md").read_text())["rounds finished"] == "4 of 4"
+    assert "report of observed (5 rounds)" in result.stdout
+    assert summary_rows((tmp_path / "r" / "summary.md").read_text())["rounds finished"] == "5 of 5"
 
 
 def test_report_of_nothing_says_what_it_expected(tmp_path: Path) -> None:

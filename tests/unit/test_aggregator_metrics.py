@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,3 +102,17 @@ def test_optional_metrics(name: str, doc: dict[str, Any], absent: list[str], pre
         assert key not in samples, name
     for key, value in present.items():
         assert samples[key] == pytest.approx(value), name
+
+
+def test_readme_sample_scrape_parses_and_names_real_metrics() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Observability"):]
+    sample = section[section.index("```\n# TYPE") + 4:]
+    sample = sample[:sample.index("```")]
+    emitted = set()
+    for family in metric_families({**DOC, "privacy": {"epsilon": 1.0, "delta": 1e-5, "targetEpsilon": 8.0}}):
+        emitted.update(s.name for s in family.samples)
+    parsed = [s.name for family in text_string_to_metric_families(sample) for s in family.samples]
+    assert len(parsed) >= 20 and set(parsed) <= emitted
+    image = re.search(r"!\[[^\]]*\]\((docs/images/[^)]+\.png)\)", section)
+    assert image and (Path(__file__).resolve().parents[2] / image[1]).read_bytes()[:4] == b"\x89PNG"

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from fedkube.secure.ring import Ring, add_prg, min_bits
-from fedkube.secure.secagg import ClientSession, ProtocolError, RoundSetup, neighbourhoods, unmask
+from fedkube.secure import min_bits
+from fedkube.secure.ring import Ring
+from fedkube.secure.secagg import ClientSession, ProtocolError, RoundSetup, add_prg, neighbourhoods, unmask
 
 
 def setup_for(n: int, t: int, neighbours: int | None = None, bits: int = 32, clip: float = 1.0) -> RoundSetup:

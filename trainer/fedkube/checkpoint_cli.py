@@ -146,7 +146,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     entry = ck.export_weights(store, folder, Path(args.to))
     source = store.url(f"{folder}/{ck.WEIGHTS}")
     print(f"{source} -> {args.to} ({human_size(entry['size'])}, sha256 {entry['sha256']})")
+    if args.ckks_context:
+        decrypt_export(Path(args.to), Path(args.ckks_context))
+        print(f"{args.to}: decrypted with {args.ckks_context}")
     return 0
+
+
+def decrypt_export(path: Path, context_path: Path) -> None:
+    """Replace an exported CKKS aggregate by the plaintext model it encrypts (needs the secret key)."""
+    from safetensors.numpy import load_file, save_file
+
+    from fedkube.he.codec import decrypt_mean
+    from fedkube.he.keys import read_context
+    from fedkube.he.wire import is_encrypted
+
+    encrypted = load_file(path)
+    if not is_encrypted(encrypted):
+        raise StoreError(f"{path} is not an encrypted CKKS aggregate; --ckks-context is only for ckks jobs")
+    context = read_context(context_path)
+    if not context.is_private():
+        raise StoreError(f"{context_path} holds no CKKS secret key: the aggregate cannot be decrypted with it")
+    save_file(decrypt_mean(context, encrypted), str(path))
 
 
 def round_argument(value: str) -> str:
@@ -179,6 +199,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("uri", help="URI, URI/round-N or URI/final")
     p.add_argument("--round", type=round_argument, help="round number or 'final' (default: the latest round)")
     p.add_argument("--to", required=True, help="target .safetensors file")
+    p.add_argument("--ckks-context", help="the job's secret CKKS context: decrypt a ckks job's encrypted aggregate")
     p.set_defaults(command=cmd_export)
 
 

@@ -7,6 +7,7 @@ Heavy imports (torch, grpc, kopf) happen inside each command, so `fedkube valida
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,7 +95,8 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     options = ServeOptions(args.host, args.port, args.status_port, args.metrics_port, output_dir,
                            Path(args.ready_file) if args.ready_file else None,
                            Path(args.termination_log) if args.termination_log else None,
-                           tls=_tls_identity(job, args.tls_dir))
+                           tls=_tls_identity(job, args.tls_dir),
+                           ckks_context=Path(args.ckks_context) if args.ckks_context else None)
     return run_aggregator(plan.aggregator, options)
 
 
@@ -109,7 +111,8 @@ def cmd_client(args: argparse.Namespace) -> int:
         return 2
     plan = make_plan(job).clients[args.partition]
     return run_client(plan, ConnectOptions(args.aggregator, args.reconnect_timeout,
-                                           tls=_tls_identity(job, args.tls_dir)))
+                                           tls=_tls_identity(job, args.tls_dir),
+                                           ckks_context=Path(args.ckks_context) if args.ckks_context else None))
 
 
 def _logging_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
@@ -153,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
     p.add_argument("--termination-log", help="write the final status document here (a pod's termination message)")
     p.add_argument("--tls-dir", default=str(DEFAULT_TLS_DIR), help=TLS_HELP)
+    p.add_argument("--ckks-context", default=os.environ.get("FEDKUBE_CKKS_CONTEXT"),
+                   help="the job's public CKKS context (secureAggregation.mode ckks)")
     p.set_defaults(func=cmd_aggregator)
 
     p = sub.add_parser("client", parents=[common], help="train one partition (what a client pod runs)")
@@ -161,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregator", required=True, help="HOST:PORT of the aggregator")
     p.add_argument("--reconnect-timeout", type=float, default=300.0)
     p.add_argument("--tls-dir", default=str(DEFAULT_TLS_DIR), help=TLS_HELP)
+    p.add_argument("--ckks-context", default=os.environ.get("FEDKUBE_CKKS_CONTEXT"),
+                   help="the job's secret CKKS context (secureAggregation.mode ckks)")
     p.set_defaults(func=cmd_client)
 
     p = sub.add_parser("report", parents=[common],

@@ -65,6 +65,7 @@ class LocalRun:
     console: Console
     log_format: str = "text"
     children: list[Child] = field(default_factory=list)
+    ckks_contexts: tuple[Path, Path] | None = None  # (secret, public) for secureAggregation.mode ckks
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log = self.run_dir / "logs" / f"{name}.log"
@@ -91,6 +92,12 @@ class LocalRun:
         else:
             self.console.print("[bold red]spec.transport.tls is false: MUTUAL TLS IS OFF, updates travel in clear "
                                "text and any local process can speak for any partition (debugging only)[/bold red]")
+        secure = self.job.spec.secure_aggregation
+        if secure.mode == "ckks":  # ephemeral job keys: clients get the secret context, the aggregator the public one
+            from fedkube.he.keys import ensure_key_files
+            from fedkube.he.params import ckks_params
+
+            self.ckks_contexts = ensure_key_files(self.run_dir / "keys", ckks_params(secure.ckks))
         return manifest
 
     @property
@@ -104,6 +111,20 @@ class LocalRun:
     def _tls_args(self, identity: str) -> list[str]:
         return ["--tls-dir", str(self.tls_dir(identity))] if self.tls else []
 
+    def decrypted_final_accuracy(self, secret_context: Path) -> float | None:
+        from fedkube.he.session import decrypted_final_model, evaluate_model
+        from fedkube.stores import open_store
+
+        checkpoint = self.job.spec.checkpoint
+        store = open_store(checkpoint.uri or f"file://{self.run_dir}/checkpoints", checkpoint.endpoint_url)
+        weights = decrypted_final_model(store, secret_context)
+        return evaluate_model(self.job.spec.task, weights).get("accuracy")
+
+    def _ckks_args(self, secret: bool) -> list[str]:
+        if self.ckks_contexts is None:
+            return []
+        return ["--ckks-context", str(self.ckks_contexts[0 if secret else 1])]
+
     def start_aggregator(self, manifest: Path) -> dict[str, int]:
         """Start the aggregator on free ports; returns {"port", "status_port"} once it serves."""
         ready = self.run_dir / "ready.json"
@@ -111,7 +132,7 @@ class LocalRun:
         aggregator = self._spawn("aggregator", [
             "aggregator", "--manifest", str(manifest), "--host", "127.0.0.1", "--port", "0",
             "--status-port", "0", "--metrics-port", "0", "--output-dir", str(self.run_dir), "--ready-file", str(ready),
-            *self._tls_args("aggregator")])
+            *self._tls_args("aggregator"), *self._ckks_args(secret=False)])
         deadline = time.monotonic() + READY_TIMEOUT
         while not ready.exists():
             if aggregator.process.poll() is not None:
@@ -126,7 +147,8 @@ class LocalRun:
     def start_client(self, manifest: Path, partition: int, port: int) -> Child:
         return self._spawn(f"client-{partition}", ["client", "--manifest", str(manifest), "--partition",
                                                    str(partition), "--aggregator", f"127.0.0.1:{port}",
-                                                   *self._tls_args(client_identity(partition))])
+                                                   *self._tls_args(client_identity(partition)),
+                                                   *self._ckks_args(secret=True)])
 
     def start(self, manifest: Path) -> dict[str, int]:
         ports = self.start_aggregator(manifest)
@@ -173,7 +195,14 @@ def _progress_fields(report: AggregatorReport) -> dict[str, Any]:
     return {"phase": report.phase,
             "clients": f"{report.reported}/{report.selected} reported, {report.joined} joined",
             "acc": _fmt(report.accuracy), "loss": _fmt(report.loss),
-            "eps": "" if report.epsilon is None else f"ε {report.epsilon:.2f}"}
+            "eps": _epsilon(report)}
+
+
+def _epsilon(report: AggregatorReport) -> str:
+    if report.epsilon is None:
+        return ""
+    target = report.target_epsilon
+    return f"ε {report.epsilon:.3g}" + (f"/{target:g}" if target else "")
 
 
 def _fmt(value: float | None) -> str:
@@ -250,6 +279,8 @@ def run_local(job: FederatedJob, run_dir: Path, resume: bool = False, console: C
         run.console.print(log_tail(aggregator.log), markup=False, highlight=False)
         return 1
     accuracy = report.accuracy if report is not None else None
+    if run.ckks_contexts is not None:  # the aggregator cannot read a CKKS model; this launcher holds the key
+        accuracy = run.decrypted_final_accuracy(run.ckks_contexts[0])
     shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
     run.console.print(f"[green]job {job.name} succeeded[/green]: {len(history)} rounds, "
                       f"final test accuracy {shown}; metrics in {run_dir / 'metrics.json'}")

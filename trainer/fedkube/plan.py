@@ -18,6 +18,7 @@ from fedkube.spec.model import (
     OptimizerSpec,
     PartitionerSpec,
     PodTemplateSpec,
+    SecureAggregationSpec,
     StrategySpec,
     TaskSpec,
 )
@@ -47,6 +48,7 @@ class AggregatorPlan:
     pod: PodTemplateSpec
     privacy: PrivacySettings | None = None
     compression: CompressionSpec = CompressionSpec()
+    secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
     # The validated manifest, kept in checkpoints so a report can show the configuration.
     manifest: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -74,6 +76,7 @@ class ClientPlan:
     pod: PodTemplateSpec
     strategy: StrategySpec = StrategySpec()        # FedProx and SCAFFOLD change local training
     compression: CompressionSpec = CompressionSpec()
+    secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
     privacy: PrivacySettings | None = None
 
 
@@ -126,6 +129,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
         pod=spec.template.aggregator,
         privacy=privacy,
         compression=spec.compression,
+        secure_aggregation=spec.secure_aggregation,
         manifest=job.manifest,
     )
     train = TrainSettings(spec.clients.local_epochs, spec.clients.batch_size, spec.clients.optimizer)
@@ -141,6 +145,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             pod=client_pod_template(job, p),
             strategy=spec.strategy,
             compression=spec.compression,
+            secure_aggregation=spec.secure_aggregation,
             privacy=privacy,
         )
         for p in range(spec.data.partitions)

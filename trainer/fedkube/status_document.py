@@ -92,6 +92,10 @@ class AggregatorReport:
         """Privacy spent so far, when the job runs with differential privacy."""
         return number((self.privacy or {}).get("epsilon"))
 
+    @property
+    def target_epsilon(self) -> float | None:
+        return number((self.privacy or {}).get("targetEpsilon"))
+
     @classmethod
     def parse(cls, doc: Any) -> AggregatorReport | None:
         """The report in a decoded status document, or None if it is not one."""

@@ -74,6 +74,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 {{- end }}
 - --liveness=http://0.0.0.0:{{ .Values.operator.healthPort }}/healthz
+- --log-format={{ .Values.operator.logFormat }}
 {{- if eq .Values.operator.logLevel "verbose" }}
 - --verbose
 {{- else if eq .Values.operator.logLevel "debug" }}

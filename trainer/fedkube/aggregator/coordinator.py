@@ -21,6 +21,7 @@ import numpy as np
 from fedkube.aggregator.accumulate import UpdateFold, UpdateRejected
 from fedkube.aggregator.stack import StackFold
 from fedkube.compression import UpdateDecoder, build_codec
+from fedkube.compression.base import WireDecoder
 from fedkube.plan import AggregatorPlan
 from fedkube.protocol.tensors import ChunkCursor, TensorSpec, specs_of
 from fedkube.strategies import Accumulator, Strategy, Weights
@@ -157,7 +158,8 @@ class Coordinator:
             if partition in state.reported or partition in state.rejected:
                 raise UpdateRejected("duplicate", f"partition {partition} already answered round {state.number}")
             fold = state.accumulator.begin(float(num_examples))
-            decoder = UpdateDecoder(self.codec, state.accumulator.specs, fold)
+            decoder = (fold if isinstance(fold, WireDecoder)
+                       else UpdateDecoder(self.codec, state.accumulator.specs, fold))
             decoder.check_specs(specs)
             async with self._stream_slots:
                 await self._fold_stream(state, partition, decoder, specs, chunks)
@@ -173,7 +175,7 @@ class Coordinator:
         state.client_metrics[partition] = metrics
         self._maybe_answered(state)
 
-    async def _fold_stream(self, state: RoundState, partition: int, decoder: UpdateDecoder,
+    async def _fold_stream(self, state: RoundState, partition: int, decoder: WireDecoder,
                            specs: list[TensorSpec], chunks: AsyncIterator[bytes]) -> None:
         if state.closed:
             raise UpdateRejected("late", f"round {state.number} closed")

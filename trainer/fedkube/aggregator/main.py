@@ -25,9 +25,11 @@ import torch
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
 from fedkube.aggregator.metrics import exposition
+from fedkube.aggregator.secagg import SecAggRounds
 from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.aggregator.status import StatusBoard, serve_http, status_routes, termination_message
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
+from fedkube.he.wire import is_encrypted
 from fedkube.logs import set_context
 from fedkube.plan import METRICS_PORT, STATUS_PORT, AggregatorPlan
 from fedkube.privacy.base import BUDGET_EXHAUSTED
@@ -57,6 +59,7 @@ class ServeOptions:
     ready_file: Path | None = None
     termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
     tls: Identity | None = None  # None: plaintext, only when the spec opts out
+    ckks_context: Path | None = None  # the job's public CKKS context, for secureAggregation.mode ckks
 
 
 class Evaluator:
@@ -68,7 +71,7 @@ class Evaluator:
         self.device = torch.device("cpu")
 
     def __call__(self, weights: Weights) -> dict[str, float]:
-        if self.data is None:
+        if self.data is None or is_encrypted(weights):  # a CKKS job's clients evaluate instead
             return {}
         set_weights(self.model, weights)
         return self.task.evaluate(self.model, self.data, self.device)
@@ -134,11 +137,19 @@ class Aggregator:
         self.evaluate = Evaluator(self.task, model)
         self.privacy = aggregator_privacy(plan.privacy)
         self.strategy: Strategy = self.privacy.wrap(build_strategy(plan.strategy, plan.num_partitions))
+        if plan.secure_aggregation.mode == "ckks":  # the global model lives on the server only encrypted
+            from fedkube.he.params import ckks_params
+            from fedkube.he.session import aggregator_strategy
+
+            self.strategy = aggregator_strategy(options.ckks_context, ckks_params(plan.secure_aggregation.ckks),
+                                                self.weights)
         self.coordinator = Coordinator(plan)
         self.guard = PeerGuard(plan.job, tls=options.tls is not None)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts, privacy=self.privacy.status())
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
                                 plan.checkpoint.endpoint_url)
+        self.secagg = (SecAggRounds(plan, self.coordinator, self.store)
+                       if plan.secure_aggregation.mode == "secagg+" else None)
         self.next_round = 1
 
     def _client_counts(self) -> dict[str, int]:
@@ -176,7 +187,6 @@ class Aggregator:
         write_json_atomic(self.options.output_dir / "status.json", self.board.document())
 
     async def run_rounds(self) -> JobEnd:
-        specs = specs_of(self.weights)
         for number in range(self.next_round, self.plan.rounds + 1):
             exhausted = self.privacy.budget_exhausted()
             if exhausted is not None:
@@ -187,8 +197,9 @@ class Aggregator:
                     f"(spec.clients.minAvailable) are connected after {self.plan.join_timeout_seconds:g}s"))
             self.board.phase, self.board.round = "Running", number
             set_context(round=number)
-            outcome = await self.coordinator.run_round(number, self.weights, specs, self.strategy,
-                                                       self.privacy.round_config)
+            rounds = self.secagg or self.coordinator
+            outcome = await rounds.run_round(number, self.weights, specs_of(self.weights), self.strategy,
+                                             self.privacy.round_config)
             completed = len(outcome.reported) >= self.plan.min_available
             evaluation: dict[str, float] = {}
             timings: dict[str, float] = {}
@@ -204,6 +215,10 @@ class Aggregator:
             self.privacy.record(entry, outcome.client_metrics, completed)
             self.board.history.append(entry)
             self.board.privacy = self.privacy.status()
+            if self.plan.secure_aggregation.mode == "ckks":
+                from fedkube.he.session import backfill_client_evaluation
+
+                backfill_client_evaluation(self.board.history, outcome.train_metrics)
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
                 with stopwatch(entry, "checkpoint_seconds"):
                     self.checkpoint(number)
@@ -237,7 +252,7 @@ class Aggregator:
         self.resume()
         server = grpc.aio.server(options=GRPC_OPTIONS)
         pb_grpc.add_AggregatorServicer_to_server(
-            AggregatorServicer(self.coordinator, self.board.document, self.guard), server)
+            AggregatorServicer(self.coordinator, self.board.document, self.guard, self.secagg), server)
         address = f"{self.options.host}:{self.options.port}"
         if self.options.tls is None:
             log.warning(INSECURE_WARNING)

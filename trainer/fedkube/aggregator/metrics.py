@@ -116,7 +116,7 @@ def metric_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
         yield GaugeMetricFamily("fedkube_privacy_epsilon", "Differential-privacy ε spent so far.", value=epsilon)
     privacy = doc.get("privacy")
     for key, name, documentation in (("delta", "fedkube_privacy_delta", "The δ that ε is reported at."),
-                                     ("target_epsilon", "fedkube_privacy_target_epsilon", "The job's ε budget.")):
+                                     ("targetEpsilon", "fedkube_privacy_target_epsilon", "The job's ε budget.")):
         value = number(privacy.get(key)) if isinstance(privacy, Mapping) else None
         if value is not None:
             yield GaugeMetricFamily(name, documentation, value=value)

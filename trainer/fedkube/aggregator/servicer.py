@@ -11,18 +11,22 @@ import grpc
 from fedkube.aggregator.accumulate import UpdateRejected
 from fedkube.aggregator.coordinator import Coordinator, JobEnd
 from fedkube.aggregator.identity import PeerGuard
+from fedkube.aggregator.secagg import SecAggRounds
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import iter_chunks, spec_from_header
+from fedkube.secure.secagg import ProtocolError
 
 log = logging.getLogger(__name__)
 
 
 class AggregatorServicer(pb_grpc.AggregatorServicer):
-    def __init__(self, coordinator: Coordinator, status: Callable[[], dict], guard: PeerGuard) -> None:
+    def __init__(self, coordinator: Coordinator, status: Callable[[], dict], guard: PeerGuard,
+                 secagg: SecAggRounds | None = None) -> None:
         self.coordinator = coordinator
         self.status = status
         self.guard = guard
+        self.secagg = secagg
 
     async def _bind(self, context: grpc.aio.ServicerContext, partition: int) -> None:
         """A call may speak only for the partition its connection's certificate names."""
@@ -76,3 +80,12 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         return pb.StatusReply(json=json.dumps(self.status()))
+
+    async def SecAgg(self, request: pb.SecAggRequest, context: grpc.aio.ServicerContext) -> pb.SecAggReply:
+        await self._bind(context, request.partition)
+        if self.secagg is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this job does not use SecAgg+")
+        try:
+            return await self.secagg.handle(request)
+        except ProtocolError as exc:
+            await context.abort(grpc.StatusCode.ABORTED, str(exc))

@@ -35,6 +35,7 @@ class StatusBoard:
 
     def document(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
+        evaluated = next((h for h in reversed(self.history) if h.get("accuracy") is not None), {})
         return {
             "job": self.job,
             "phase": self.phase,
@@ -43,7 +44,7 @@ class StatusBoard:
             "message": self.message,
             **({"reason": self.reason} if self.reason else {}),
             "clients": self.clients(),
-            "metrics": {"accuracy": last.get("accuracy"), "loss": last.get("loss"),
+            "metrics": {"accuracy": evaluated.get("accuracy"), "loss": evaluated.get("loss"),
                         "bytes_in": sum(h["bytes_in"] for h in self.history),
                         "bytes_out": sum(h["bytes_out"] for h in self.history),
                         "round_bytes_in": last.get("bytes_in"), "round_bytes_out": last.get("bytes_out"),

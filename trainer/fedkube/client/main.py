@@ -13,12 +13,14 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import numpy as np
 import torch
 
 from fedkube.client.corrections import LocalCorrections
+from fedkube.client.secagg import SecAggParticipant
 from fedkube.compression import build_codec
 from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
@@ -26,6 +28,7 @@ from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
+from fedkube.secure.secagg import ProtocolError
 from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
@@ -49,6 +52,7 @@ class ConnectOptions:
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
     tls: Identity | None = None  # None: plaintext, only when the spec opts out
+    ckks_context: Path | None = None  # the job's secret CKKS context, for secureAggregation.mode ckks
 
 
 def open_channel(target: str, tls: Identity | None) -> grpc.Channel:
@@ -78,6 +82,13 @@ class Client:
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
         self.privacy = client_privacy(plan.privacy)
+        self.ckks = None
+        if plan.secure_aggregation.mode == "ckks":  # updates leave encrypted; the global model arrives so
+            from fedkube.he.params import ckks_params
+            from fedkube.he.session import CkksClientCodec
+
+            self.ckks = CkksClientCodec(options.ckks_context, ckks_params(plan.secure_aggregation.ckks))
+            self.test_data = self.task.load_test()
         self.channel = open_channel(options.target, options.tls)
         self.stub = pb_grpc.AggregatorStub(self.channel)
         self.session = ""
@@ -119,9 +130,17 @@ class Client:
         weights = receive_tensors([spec_from_header(h) for h in info.tensors], (e.data for e in stream))
         return info, weights
 
-    def train_round(self, info: pb.RoundInfo, received: Weights) -> Iterator[pb.Envelope]:
-        global_weights, server_variates = split_variates(received)
+    def _evaluate_global(self) -> dict[str, float]:
+        """In a CKKS job only clients can read the global model, so they score it for the status."""
+        if self.ckks is None or self.test_data is None:
+            return {}
+        return {f"global_{k}": v for k, v in self.task.evaluate(self.model, self.test_data, self.device).items()}
+
+    def train_round(self, info: pb.RoundInfo, received: Weights,
+                    secagg: SecAggParticipant | None = None) -> Iterator[pb.Envelope]:
+        global_weights, server_variates = split_variates(self.ckks.global_weights(received) if self.ckks else received)
         set_weights(self.model, global_weights)
+        evaluation = self._evaluate_global()
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
         config = json.loads(info.config_json or "{}")
         drift = None
@@ -130,18 +149,24 @@ class Client:
             drift = {n: c - own[n] for n, c in server_variates.items()}
         with LocalCorrections(self.model, self.mu, drift) as corrections:
             result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
-        update = subtract(get_weights(self.model), global_weights)
+        local = get_weights(self.model)
+        update = subtract(local, global_weights)
         if server_variates:
             # c_i+ is the round's mean raw gradient; tensors without a gradient keep theirs (zero).
             self.variates = {**own, **corrections.mean_gradients()}
             update = with_variates(update, {n: self.variates[n] - own[n] for n in server_variates})
         update, privacy_metrics = self.privacy.release(update, config)
-        wire = self.codec.encode(update, np.random.default_rng(seed))
-        log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(result.metrics))
+        if self.ckks:  # a CKKS job sends its example-weighted model, encrypted
+            wire, num_examples = self.ckks.update(local, result.num_examples), result.num_examples
+        elif secagg is None:
+            wire, num_examples = self.codec.encode(update, np.random.default_rng(seed)), result.num_examples
+        else:  # the example count travels masked inside the vector, as the weight
+            wire, num_examples = secagg.masked_update(update, result.num_examples), 0
+        metrics = {**result.metrics, **privacy_metrics, **evaluation}
+        log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(metrics))
         yield pb.Envelope(update=pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket,
-            num_examples=result.num_examples, metrics={**result.metrics, **privacy_metrics},
-            tensors=[s.header() for s in specs_of(wire)]))
+            num_examples=num_examples, metrics=metrics, tensors=[s.header() for s in specs_of(wire)]))
         yield from data_envelopes(wire.values())
 
     def run(self) -> int:
@@ -155,7 +180,13 @@ class Client:
             info, weights = task
             set_context(round=info.round)
             try:
-                reply = self.stub.SubmitUpdate(self.train_round(info, weights))
+                secagg = self._secure_aggregation(info)
+                reply = self.stub.SubmitUpdate(self.train_round(info, weights, secagg))
+                if reply.accepted and secagg is not None:
+                    secagg.unmask()
+            except ProtocolError as exc:
+                log.warning("round %d: secure aggregation attempt left: %s", info.round, exc)
+                continue
             except grpc.RpcError as exc:  # the round may have closed under us; the next one goes on
                 log.warning("round %d: update not delivered: %s", info.round, exc.details())
                 continue
@@ -163,6 +194,15 @@ class Client:
                 log.info("round %d: update accepted", info.round)
             else:
                 log.warning("round %d: update rejected: %s", info.round, reply.reason)
+
+    def _secure_aggregation(self, info: pb.RoundInfo) -> SecAggParticipant | None:
+        """With SecAgg+, agree keys and exchange shares before training; None for plain rounds."""
+        config = json.loads(info.config_json or "{}")
+        if "secagg" not in config:
+            return None
+        secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
+        secagg.exchange_keys()
+        return secagg
 
 
 def run_client(plan: ClientPlan, options: ConnectOptions) -> int:

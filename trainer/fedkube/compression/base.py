@@ -11,7 +11,7 @@ Only the uplink is compressed; clients still receive the full-precision global m
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,6 +27,18 @@ class Fold(Protocol):
     def add_dense(self, index: int, start: int, values: np.ndarray) -> None: ...
 
     def add_sparse(self, index: int, positions: np.ndarray, values: np.ndarray) -> None: ...
+
+
+@runtime_checkable
+class WireDecoder(Protocol):
+    """Reads one update's wire stream into a fold; a fold whose wire format is its own (CKKS
+    ciphertexts) is its own decoder."""
+
+    fold: Fold
+
+    def check_specs(self, specs: list[TensorSpec]) -> None: ...
+
+    def feed(self, wire_index: int, offset: int, chunk: bytes) -> None: ...
 
 
 class Codec(ABC):

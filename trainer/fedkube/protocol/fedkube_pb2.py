@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rfedkube.proto\x12\nfedkube.v1\" \n\x0bJoinRequest\x12\x11\n\tpartition\x18\x01 \x01(\x05\"9\n\tJoinReply\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\"1\n\x0bTaskRequest\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0f\n\x07session\x18\x02 \x01(\t\"J\n\x0cTensorHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\"z\n\tRoundInfo\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x0e\n\x06rounds\x18\x02 \x01(\x05\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12)\n\x07tensors\x18\x05 \x03(\x0b\x32\x18.fedkube.v1.TensorHeader\"\xe5\x01\n\nUpdateInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x12\x34\n\x07metrics\x18\x05 \x03(\x0b\x32#.fedkube.v1.UpdateInfo.MetricsEntry\x12)\n\x07tensors\x18\x06 \x03(\x0b\x32\x18.fedkube.v1.TensorHeader\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"-\n\x07JobDone\x12\x11\n\tsucceeded\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x99\x01\n\x08\x45nvelope\x12&\n\x05round\x18\x01 \x01(\x0b\x32\x15.fedkube.v1.RoundInfoH\x00\x12(\n\x06update\x18\x02 \x01(\x0b\x32\x16.fedkube.v1.UpdateInfoH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12#\n\x04\x64one\x18\x04 \x01(\x0b\x32\x13.fedkube.v1.JobDoneH\x00\x42\x06\n\x04\x62ody\"/\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"\x1b\n\x0bStatusReply\x12\x0c\n\x04json\x18\x01 \x01(\t2\xff\x01\n\nAggregator\x12\x36\n\x04Join\x12\x17.fedkube.v1.JoinRequest\x1a\x15.fedkube.v1.JoinReply\x12:\n\x07GetTask\x12\x17.fedkube.v1.TaskRequest\x1a\x14.fedkube.v1.Envelope0\x01\x12?\n\x0cSubmitUpdate\x12\x14.fedkube.v1.Envelope\x1a\x17.fedkube.v1.SubmitReply(\x01\x12<\n\x06Status\x12\x19.fedkube.v1.StatusRequest\x1a\x17.fedkube.v1.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rfedkube.proto\x12\nfedkube.v1\" \n\x0bJoinRequest\x12\x11\n\tpartition\x18\x01 \x01(\x05\"9\n\tJoinReply\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\"1\n\x0bTaskRequest\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0f\n\x07session\x18\x02 \x01(\t\"J\n\x0cTensorHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\"z\n\tRoundInfo\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x0e\n\x06rounds\x18\x02 \x01(\x05\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12)\n\x07tensors\x18\x05 \x03(\x0b\x32\x18.fedkube.v1.TensorHeader\"\xe5\x01\n\nUpdateInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x12\x34\n\x07metrics\x18\x05 \x03(\x0b\x32#.fedkube.v1.UpdateInfo.MetricsEntry\x12)\n\x07tensors\x18\x06 \x03(\x0b\x32\x18.fedkube.v1.TensorHeader\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"-\n\x07JobDone\x12\x11\n\tsucceeded\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x99\x01\n\x08\x45nvelope\x12&\n\x05round\x18\x01 \x01(\x0b\x32\x15.fedkube.v1.RoundInfoH\x00\x12(\n\x06update\x18\x02 \x01(\x0b\x32\x16.fedkube.v1.UpdateInfoH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12#\n\x04\x64one\x18\x04 \x01(\x0b\x32\x13.fedkube.v1.JobDoneH\x00\x42\x06\n\x04\x62ody\"/\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"\x1b\n\x0bStatusReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"C\n\x08PeerKeys\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x12\n\ncipher_key\x18\x02 \x01(\x0c\x12\x10\n\x08mask_key\x18\x03 \x01(\x0c\".\n\x07KeyList\x12#\n\x05peers\x18\x01 \x03(\x0b\x32\x14.fedkube.v1.PeerKeys\"0\n\x0bSealedShare\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"7\n\x0cSealedShares\x12\'\n\x06shares\x18\x01 \x03(\x0b\x32\x17.fedkube.v1.SealedShare\"\r\n\x0bUnmaskQuery\".\n\tSurvivors\x12\x10\n\x08survived\x18\x01 \x03(\x05\x12\x0f\n\x07\x64ropped\x18\x02 \x03(\x05\"1\n\rRevealedShare\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\r\n\x05share\x18\x02 \x01(\x0c\";\n\x0eRevealedShares\x12)\n\x06shares\x18\x01 \x03(\x0b\x32\x19.fedkube.v1.RevealedShare\"\x0b\n\tRevealAck\"\xf8\x01\n\rSecAggRequest\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12)\n\tadvertise\x18\x04 \x01(\x0b\x32\x14.fedkube.v1.PeerKeysH\x00\x12)\n\x05share\x18\x05 \x01(\x0b\x32\x18.fedkube.v1.SealedSharesH\x00\x12)\n\x06unmask\x18\x06 \x01(\x0b\x32\x17.fedkube.v1.UnmaskQueryH\x00\x12,\n\x06reveal\x18\x07 \x01(\x0b\x32\x1a.fedkube.v1.RevealedSharesH\x00\x42\x06\n\x04step\"\xb9\x01\n\x0bSecAggReply\x12#\n\x04keys\x18\x01 \x01(\x0b\x32\x13.fedkube.v1.KeyListH\x00\x12*\n\x06shares\x18\x02 \x01(\x0b\x32\x18.fedkube.v1.SealedSharesH\x00\x12*\n\tsurvivors\x18\x03 \x01(\x0b\x32\x15.fedkube.v1.SurvivorsH\x00\x12%\n\x04\x64one\x18\x04 \x01(\x0b\x32\x15.fedkube.v1.RevealAckH\x00\x42\x06\n\x04step2\xbd\x02\n\nAggregator\x12\x36\n\x04Join\x12\x17.fedkube.v1.JoinRequest\x1a\x15.fedkube.v1.JoinReply\x12:\n\x07GetTask\x12\x17.fedkube.v1.TaskRequest\x1a\x14.fedkube.v1.Envelope0\x01\x12?\n\x0cSubmitUpdate\x12\x14.fedkube.v1.Envelope\x1a\x17.fedkube.v1.SubmitReply(\x01\x12<\n\x06Status\x12\x19.fedkube.v1.StatusRequest\x1a\x17.fedkube.v1.StatusReply\x12<\n\x06SecAgg\x12\x19.fedkube.v1.SecAggRequest\x1a\x17.fedkube.v1.SecAggReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,6 +57,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_end=872
   _globals['_STATUSREPLY']._serialized_start=874
   _globals['_STATUSREPLY']._serialized_end=901
-  _globals['_AGGREGATOR']._serialized_start=904
-  _globals['_AGGREGATOR']._serialized_end=1159
+  _globals['_PEERKEYS']._serialized_start=903
+  _globals['_PEERKEYS']._serialized_end=970
+  _globals['_KEYLIST']._serialized_start=972
+  _globals['_KEYLIST']._serialized_end=1018
+  _globals['_SEALEDSHARE']._serialized_start=1020
+  _globals['_SEALEDSHARE']._serialized_end=1068
+  _globals['_SEALEDSHARES']._serialized_start=1070
+  _globals['_SEALEDSHARES']._serialized_end=1125
+  _globals['_UNMASKQUERY']._serialized_start=1127
+  _globals['_UNMASKQUERY']._serialized_end=1140
+  _globals['_SURVIVORS']._serialized_start=1142
+  _globals['_SURVIVORS']._serialized_end=1188
+  _globals['_REVEALEDSHARE']._serialized_start=1190
+  _globals['_REVEALEDSHARE']._serialized_end=1239
+  _globals['_REVEALEDSHARES']._serialized_start=1241
+  _globals['_REVEALEDSHARES']._serialized_end=1300
+  _globals['_REVEALACK']._serialized_start=1302
+  _globals['_REVEALACK']._serialized_end=1313
+  _globals['_SECAGGREQUEST']._serialized_start=1316
+  _globals['_SECAGGREQUEST']._serialized_end=1564
+  _globals['_SECAGGREPLY']._serialized_start=1567
+  _globals['_SECAGGREPLY']._serialized_end=1752
+  _globals['_AGGREGATOR']._serialized_start=1755
+  _globals['_AGGREGATOR']._serialized_end=2072
 # @@protoc_insertion_point(module_scope)

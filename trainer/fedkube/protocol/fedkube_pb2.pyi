@@ -116,3 +116,93 @@ class StatusReply(_message.Message):
     JSON_FIELD_NUMBER: _ClassVar[int]
     json: str
     def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class PeerKeys(_message.Message):
+    __slots__ = ("partition", "cipher_key", "mask_key")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_KEY_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    cipher_key: bytes
+    mask_key: bytes
+    def __init__(self, partition: _Optional[int] = ..., cipher_key: _Optional[bytes] = ..., mask_key: _Optional[bytes] = ...) -> None: ...
+
+class KeyList(_message.Message):
+    __slots__ = ("peers",)
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[PeerKeys]
+    def __init__(self, peers: _Optional[_Iterable[_Union[PeerKeys, _Mapping]]] = ...) -> None: ...
+
+class SealedShare(_message.Message):
+    __slots__ = ("partition", "sealed")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    sealed: bytes
+    def __init__(self, partition: _Optional[int] = ..., sealed: _Optional[bytes] = ...) -> None: ...
+
+class SealedShares(_message.Message):
+    __slots__ = ("shares",)
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    shares: _containers.RepeatedCompositeFieldContainer[SealedShare]
+    def __init__(self, shares: _Optional[_Iterable[_Union[SealedShare, _Mapping]]] = ...) -> None: ...
+
+class UnmaskQuery(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Survivors(_message.Message):
+    __slots__ = ("survived", "dropped")
+    SURVIVED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    survived: _containers.RepeatedScalarFieldContainer[int]
+    dropped: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, survived: _Optional[_Iterable[int]] = ..., dropped: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RevealedShare(_message.Message):
+    __slots__ = ("partition", "share")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    share: bytes
+    def __init__(self, partition: _Optional[int] = ..., share: _Optional[bytes] = ...) -> None: ...
+
+class RevealedShares(_message.Message):
+    __slots__ = ("shares",)
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    shares: _containers.RepeatedCompositeFieldContainer[RevealedShare]
+    def __init__(self, shares: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ...) -> None: ...
+
+class RevealAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SecAggRequest(_message.Message):
+    __slots__ = ("partition", "round", "ticket", "advertise", "share", "unmask", "reveal")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    UNMASK_FIELD_NUMBER: _ClassVar[int]
+    REVEAL_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    round: int
+    ticket: str
+    advertise: PeerKeys
+    share: SealedShares
+    unmask: UnmaskQuery
+    reveal: RevealedShares
+    def __init__(self, partition: _Optional[int] = ..., round: _Optional[int] = ..., ticket: _Optional[str] = ..., advertise: _Optional[_Union[PeerKeys, _Mapping]] = ..., share: _Optional[_Union[SealedShares, _Mapping]] = ..., unmask: _Optional[_Union[UnmaskQuery, _Mapping]] = ..., reveal: _Optional[_Union[RevealedShares, _Mapping]] = ...) -> None: ...
+
+class SecAggReply(_message.Message):
+    __slots__ = ("keys", "shares", "survivors", "done")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    keys: KeyList
+    shares: SealedShares
+    survivors: Survivors
+    done: RevealAck
+    def __init__(self, keys: _Optional[_Union[KeyList, _Mapping]] = ..., shares: _Optional[_Union[SealedShares, _Mapping]] = ..., survivors: _Optional[_Union[Survivors, _Mapping]] = ..., done: _Optional[_Union[RevealAck, _Mapping]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class AggregatorStub:
                 request_serializer=fedkube__pb2.StatusRequest.SerializeToString,
                 response_deserializer=fedkube__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.SecAgg = channel.unary_unary(
+                '/fedkube.v1.Aggregator/SecAgg',
+                request_serializer=fedkube__pb2.SecAggRequest.SerializeToString,
+                response_deserializer=fedkube__pb2.SecAggReply.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -88,6 +93,15 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecAgg(self, request, context):
+        """SecAgg+ (secureAggregation.mode secagg+): one step of the key agreement or of unmasking.
+        Each call blocks until the aggregator holds what the next step needs from every
+        participant (or the step's deadline passed); ABORTED means the attempt was abandoned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +124,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=fedkube__pb2.StatusRequest.FromString,
                     response_serializer=fedkube__pb2.StatusReply.SerializeToString,
+            ),
+            'SecAgg': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecAgg,
+                    request_deserializer=fedkube__pb2.SecAggRequest.FromString,
+                    response_serializer=fedkube__pb2.SecAggReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +239,33 @@ class Aggregator:
             '/fedkube.v1.Aggregator/Status',
             fedkube__pb2.StatusRequest.SerializeToString,
             fedkube__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecAgg(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedkube.v1.Aggregator/SecAgg',
+            fedkube__pb2.SecAggRequest.SerializeToString,
+            fedkube__pb2.SecAggReply.FromString,
             options,
             channel_credentials,
             insecure,

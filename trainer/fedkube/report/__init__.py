@@ -13,6 +13,7 @@ from fedkube.report.source import ReportSourceError, RunRecord, load_run
 __all__ = ["ReportSourceError", "RunRecord", "default_output", "load_run", "write_report"]
 
 SUMMARY = "summary.md"
+OVERVIEW = "overview.png"
 
 
 def default_output(source: str, record: RunRecord) -> Path:
@@ -25,7 +26,9 @@ def default_output(source: str, record: RunRecord) -> Path:
 def write_report(record: RunRecord, output: Path, dpi: int = 110) -> list[Path]:
     """Write every plot and the summary into `output`; returns the files written, summary first."""
     try:
-        from fedkube.report.plots import PLOTS
+        from matplotlib.image import imread
+
+        from fedkube.report.plots import PLOTS, overview
         from fedkube.report.summary import summary_markdown
     except ImportError as exc:
         raise RuntimeError(f"fedkube report needs matplotlib: pip install 'fedkube[report]' ({exc})") from exc
@@ -38,4 +41,5 @@ def write_report(record: RunRecord, output: Path, dpi: int = 110) -> list[Path]:
     for name, plot in PLOTS.items():
         plot(record).savefig(output / name, dpi=dpi)
         written.append(output / name)
-    return written
+    overview(record, [imread(path) for path in written[1:]]).savefig(output / OVERVIEW, dpi=dpi // 2)
+    return [*written, output / OVERVIEW]

@@ -41,27 +41,34 @@ def _key(name: str) -> Callable[[dict[str, Any]], float | None]:
     return lambda h: number(h.get(name))
 
 
-def _figure(title: str, rows: int = 1) -> tuple[Figure, list[Any]]:
-    fig = Figure(figsize=(8, 3.2 * rows), layout="constrained")
-    axes = list(fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0])
+def _figure(title: str, columns: int = 1) -> tuple[Figure, list[Any]]:
+    fig = Figure(figsize=(8, 3.4), layout="constrained")
+    axes = list(fig.subplots(1, columns, squeeze=False)[0])
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
     fig.suptitle(title)
     return fig, axes
+
+
+def _round_range(ax: Any, record: RunRecord) -> None:
+    """Keep the x axis on the run's rounds even when a plot has no points."""
+    rounds = [int(h["round"]) for h in record.history]
+    if rounds:
+        ax.set_xlim(min(rounds) - 0.5, max(rounds) + 0.5)
 
 
 def accuracy_loss(record: RunRecord) -> Figure:
     """Central evaluation per round; the clients' training metrics when the task has no test set."""
     evaluated = any(number(h.get("accuracy")) is not None for h in record.history)
     prefix, source = ("", "central evaluation") if evaluated else ("train_", "training (mean over clients)")
-    fig, (top, bottom) = _figure(f"{record.job}: accuracy and loss per round", rows=2)
-    for ax, key, label in ((top, "accuracy", "accuracy"), (bottom, "loss", "loss")):
+    fig, axes = _figure(f"{record.job}: accuracy and loss per round ({source})", columns=2)
+    for ax, key in zip(axes, ("accuracy", "loss"), strict=True):
         rounds, values = _series(record.history, _key(prefix + key))
-        ax.plot(rounds, values, marker="o", markersize=3, label=f"{label}, {source}")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best")
-    bottom.set_xlabel("round")
+        ax.plot(rounds, values, marker="o", markersize=3, label=f"{key}, {source}")
+        ax.set_ylabel(key)
+        _round_range(ax, record)
     return fig
 
 
@@ -78,9 +85,8 @@ def epsilon(record: RunRecord) -> Figure:
                 ha="center", va="center", color="#777777")
     else:
         ax.legend(loc="best")
-    ax.set_xlabel("round")
     ax.set_ylabel("ε (epsilon)")
-    ax.grid(alpha=0.3)
+    _round_range(ax, record)
     return fig
 
 
@@ -108,6 +114,10 @@ def participation(record: RunRecord) -> Figure:
               origin="lower", extent=(first - 0.5, last + 0.5, -0.5, record.partitions - 0.5))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xticks([r + 0.5 for r in rounds[:-1]], minor=True)  # white lines between cells
+    ax.set_yticks([p + 0.5 for p in range(record.partitions - 1)], minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.6)
+    ax.tick_params(which="minor", length=0)
     ax.set_xlabel("round")
     ax.set_ylabel("client (partition)")
     ax.legend(handles=[Patch(color=color, label=label) for label, color in PARTICIPATION],
@@ -125,10 +135,9 @@ def round_duration(record: RunRecord) -> Figure:
         if key == "seconds" or any(values):
             ax.bar(rounds, values, bottom=bottom, label=label)
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_xlabel("round")
     ax.set_ylabel("seconds")
+    _round_range(ax, record)
     ax.legend(loc="best")
-    ax.grid(alpha=0.3, axis="y")
     return fig
 
 
@@ -137,10 +146,22 @@ def bytes_per_round(record: RunRecord) -> Figure:
     for key, label in (("bytes_out", "sent to clients"), ("bytes_in", "received from clients")):
         rounds, values = _series(record.history, _key(key))
         ax.plot(rounds, [v / MIB for v in values], marker="o", markersize=3, label=label)
-    ax.set_xlabel("round")
     ax.set_ylabel("MiB")
+    ax.set_ylim(bottom=0)
+    _round_range(ax, record)
     ax.legend(loc="best")
-    ax.grid(alpha=0.3)
+    return fig
+
+
+def overview(record: RunRecord, images: Sequence[Any]) -> Figure:
+    """Every plot on one page (two columns), the report at a glance: what the README shows."""
+    rows = (len(images) + 1) // 2
+    fig = Figure(figsize=(16, 3.6 * rows), layout="constrained")
+    fig.suptitle(f"fedkube report: {record.job}", fontsize=16)
+    for ax in fig.subplots(rows, 2, squeeze=False).flat:
+        ax.set_axis_off()
+    for ax, image in zip(fig.axes, images, strict=False):
+        ax.imshow(image)
     return fig
 
 

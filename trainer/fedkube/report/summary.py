@@ -80,7 +80,7 @@ def privacy(record: RunRecord) -> list[str]:
         return lines + ["Differential privacy was not enabled: no privacy budget was spent.", ""]
     settings = record.spec.get("privacy") or {}
     delta = number(reported.get("delta")) or number(settings.get("delta"))
-    target = number(settings.get("targetEpsilon"))
+    target = number(reported.get("targetEpsilon")) or number(settings.get("targetEpsilon"))
     sentence = f"ε = {epsilon:.4f}"
     sentence += f" at δ = {delta:g}" if delta is not None else ""
     sentence += f", {100 * epsilon / target:.1f}% of the target ε = {target:g}" if target else ""
@@ -107,6 +107,6 @@ def where_time_went(record: RunRecord) -> list[str]:
 def summary_markdown(record: RunRecord) -> str:
     lines = [f"# Federated run report: {record.job}", "", f"Source: `{record.source}`", ""]
     lines += configuration(record) + final_metrics(record) + privacy(record) + where_time_went(record)
-    lines += ["## Plots", ""]
+    lines += ["## Plots", "", "![overview](overview.png)", ""]
     lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in PLOTS] + [""]
     return "\n".join(lines)

@@ -1,9 +1,42 @@
 """Security mechanisms: per-job mutual TLS material and SecAgg+ secure aggregation.
 
-This package file stays free of heavy imports, so the CLI can name the default paths
-without loading `cryptography`.
+This file stays free of heavy imports (no numpy, no `cryptography`): the CLI and the spec rules
+use its constants in a base install.
 """
 
+from __future__ import annotations
+
+import math
 from pathlib import Path
 
 DEFAULT_TLS_DIR = Path("/etc/fedkube/tls")
+
+# SecAgg+ fixed point: a coordinate is weight * round(clip(x) * 2^fraction_bits / clipRange).
+WEIGHT_BITS = 16          # example counts up to 65535 weight an update; larger ones count as 65535
+MIN_FRACTION_BITS = 8     # below this the quantisation error would dwarf a typical update
+DEFAULT_BITS = 32
+DEFAULT_CLIP_RANGE = 1.0
+
+
+def fraction_bits(bits: int, clients: int) -> int:
+    """Resolution left in a `bits`-bit ring after the sign, the weight and log2(clients) of headroom."""
+    return bits - 1 - WEIGHT_BITS - math.ceil(math.log2(max(clients, 1)))
+
+
+def min_bits(clients: int) -> int:
+    """The smallest ring that sums `clients` weighted updates without wrapping, at MIN_FRACTION_BITS."""
+    return MIN_FRACTION_BITS + 1 + WEIGHT_BITS + math.ceil(math.log2(max(clients, 1)))
+
+
+def default_bits(clients: int) -> int:
+    return max(DEFAULT_BITS, min_bits(clients))
+
+
+def safe_min_threshold(neighbourhood: int) -> int:
+    """A strict majority of a client's neighbourhood (and never fewer than 2).
+
+    Shares of a client's self-mask seed and of its masking key go to the same neighbours; with
+    t above half of them, two disjoint groups of neighbours cannot each reconstruct one of the
+    two secrets, so no split view of who dropped can make the aggregator learn both.
+    """
+    return max(2, neighbourhood // 2 + 1)

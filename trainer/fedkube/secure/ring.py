@@ -1,4 +1,4 @@
-"""Fixed point in the ring Z_(2^bits), and the PRG that expands a seed into a mask over it.
+"""Fixed point in the ring Z_(2^bits): what a client's weighted update becomes before it is masked.
 
 A client's weighted update becomes integers so masks can hide it exactly: each coordinate is
 clipped to [-clipRange, clipRange], scaled by 2^fractionBits / clipRange and rounded, then
@@ -10,28 +10,11 @@ log2(clients): the sum of every client's value can never wrap around, by constru
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-WEIGHT_BITS = 16
-MIN_FRACTION_BITS = 8
-DEFAULT_BITS = 32
-DEFAULT_CLIP_RANGE = 1.0
-SEED_BYTES = 32
-_PRG_BLOCK = 1 << 18  # elements per keystream block: cache-sized, independent of the model
-_ZERO_NONCE = bytes(16)
-
-
-def fraction_bits(bits: int, clients: int) -> int:
-    """Resolution left after the sign, the weight and the headroom for `clients` summands."""
-    return bits - 1 - WEIGHT_BITS - math.ceil(math.log2(max(clients, 1)))
-
-
-def min_bits(clients: int) -> int:
-    return MIN_FRACTION_BITS + 1 + WEIGHT_BITS + math.ceil(math.log2(max(clients, 1)))
+from fedkube.secure import MIN_FRACTION_BITS, WEIGHT_BITS, fraction_bits, min_bits
 
 
 @dataclass(frozen=True)
@@ -89,27 +72,3 @@ class Ring:
     def sum_error_bound(self, total_weight: int) -> float:
         """How far a decoded weighted sum can be from the exact one (rounding only, clipping aside)."""
         return total_weight * self.step / 2
-
-
-def add_prg(vector: np.ndarray, seed: bytes, sign: int = 1) -> None:
-    """vector += sign * PRG(seed), elementwise mod 2^(dtype bits); PRG = AES-256-CTR keystream.
-
-    The keystream is generated block by block into one reused buffer and added in place, so
-    masking runs at memory speed and needs no second model-sized array.
-    """
-    if len(seed) != SEED_BYTES:
-        raise ValueError(f"a mask seed is {SEED_BYTES} bytes")
-    encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor()
-    itemsize = vector.dtype.itemsize
-    block = min(_PRG_BLOCK, vector.size)
-    zeros = memoryview(bytes(block * itemsize))
-    buffer = bytearray(block * itemsize + 15)  # update_into wants room for one extra AES block
-    for start in range(0, vector.size, block):
-        count = min(block, vector.size - start)
-        encryptor.update_into(zeros[:count * itemsize], buffer)
-        keystream = np.frombuffer(buffer, dtype=vector.dtype, count=count)
-        target = vector[start:start + count]
-        if sign > 0:
-            target += keystream
-        else:
-            target -= keystream

@@ -30,20 +30,49 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedkube.secure import shamir
-from fedkube.secure.ring import SEED_BYTES, Ring, add_prg
+from fedkube.secure.ring import Ring
 
+MASKED_TENSOR = "masked"  # the one tensor a SecAgg+ client sends: its masked vector
 KEY_BYTES = 32
+SEED_BYTES = 32
 NONCE_BYTES = 12
+_PRG_BLOCK = 1 << 18  # elements per keystream block: cache-sized, independent of the model
+_ZERO_NONCE = bytes(16)
 _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 _SHARE_HEADER = struct.Struct(">ii")
 
 
 class ProtocolError(RuntimeError):
     """This attempt cannot go on (too few peers, a bad share, an inconsistent request)."""
+
+
+def add_prg(vector: np.ndarray, seed: bytes, sign: int = 1) -> None:
+    """vector += sign * PRG(seed), elementwise mod 2^(dtype bits); PRG = AES-256-CTR keystream.
+
+    The keystream is generated block by block into one reused buffer and added in place, so
+    masking runs at memory speed and needs no second model-sized array.
+    """
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"a mask seed is {SEED_BYTES} bytes")
+    encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor()
+    itemsize = vector.dtype.itemsize
+    block = min(_PRG_BLOCK, vector.size)
+    zeros = memoryview(bytes(block * itemsize))
+    buffer = bytearray(block * itemsize + 15)  # update_into wants room for one extra AES block
+    for start in range(0, vector.size, block):
+        count = min(block, vector.size - start)
+        encryptor.update_into(zeros[:count * itemsize], buffer)
+        keystream = np.frombuffer(buffer, dtype=vector.dtype, count=count)
+        target = vector[start:start + count]
+        if sign > 0:
+            target += keystream
+        else:
+            target -= keystream
 
 
 def neighbourhoods(participants: Sequence[int], neighbours: int | None, seed: int) -> dict[int, frozenset[int]]:

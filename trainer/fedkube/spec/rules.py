@@ -11,14 +11,17 @@ import importlib
 import math
 from collections.abc import Callable
 
+from fedkube.secure import min_bits, safe_min_threshold
 from fedkube.spec.errors import FieldError
 from fedkube.spec.model import JobSpec, camel
 
-SUPPORTED_SECURE_AGGREGATION = {"none"}
+SUPPORTED_SECURE_AGGREGATION = {"none", "secagg+", "ckks"}
 # Strategies that need every client's update in plaintext (a sum is not enough).
 ROBUST_STRATEGIES = {"median", "trimmedmean", "krum"}
 # Strategies that step from the mean of the summed updates: client-level DP noises that sum.
 SUM_STRATEGIES = {"fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"}
+# Strategies whose server step is a plain weighted mean (FedProx changes only the client loss).
+CKKS_STRATEGIES = {"fedavg", "fedprox"}
 # Parameters that only mean something to some strategies.
 STRATEGY_PARAMETERS = {
     "mu": {"fedprox"},
@@ -170,9 +173,73 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
     return errors
 
 
+def ckks_rules(spec: JobSpec) -> list[FieldError]:
+    """CKKS leaves the aggregator nothing but a sum it cannot read: no server-side step on plaintext."""
+    from fedkube.he.params import check_params, ckks_params  # it imports this package
+
+    secure = spec.secure_aggregation
+    if secure.mode != "ckks":
+        if secure.ckks is not None:
+            return [FieldError("spec.secureAggregation.ckks", f"only used with mode ckks, not {secure.mode!r}")]
+        return []
+    errors = check_params(ckks_params(secure.ckks))
+    needs = "needs plaintext updates on the aggregator, which secureAggregation.mode ckks never has"
+    if spec.strategy.name not in CKKS_STRATEGIES:
+        errors.append(FieldError("spec.strategy.name", f"{spec.strategy.name!r} {needs}; use "
+                                 f"{' or '.join(sorted(CKKS_STRATEGIES))}"))
+    if spec.strategy.server_lr not in (None, 1.0):
+        errors.append(FieldError("spec.strategy.serverLr", f"a server learning rate {needs}; leave it at 1"))
+    if spec.privacy is not None:
+        errors.append(FieldError("spec.privacy", f"differential privacy {needs}"))
+    if spec.compression.kind != "none":
+        errors.append(FieldError("spec.compression.kind", "ciphertexts do not compress; use none with ckks"))
+    return errors
+
+
+def secagg_neighbourhood(spec: JobSpec) -> int:
+    """How many neighbours a SecAgg+ client has in a full round (the complete graph unless limited)."""
+    everyone_else = sample_size(spec) - 1
+    neighbours = spec.secure_aggregation.neighbours
+    return everyone_else if neighbours is None else min(neighbours, everyone_else)
+
+
+def secagg_threshold(spec: JobSpec) -> int:
+    """`threshold`, or the safe minimum for the job's neighbourhood when unset."""
+    secure = spec.secure_aggregation
+    return secure.threshold if secure.threshold is not None else safe_min_threshold(secagg_neighbourhood(spec))
+
+
+def secagg_rules(spec: JobSpec) -> list[FieldError]:
+    """SecAgg+'s threshold must be reachable, safe, and its ring wide enough never to wrap."""
+    secure, base = spec.secure_aggregation, "spec.secureAggregation"
+    if secure.mode != "secagg+":
+        if secure.mode == "none":
+            return [FieldError(f"{base}.{camel(name)}", "only used with secureAggregation.mode secagg+")
+                    for name in ("threshold", "neighbours", "clip_range", "bits") if getattr(secure, name) is not None]
+        return []
+    errors = []
+    k, t = secagg_neighbourhood(spec), secagg_threshold(spec)
+    if t > spec.clients.min_available:
+        errors.append(FieldError(f"{base}.threshold", f"{t} exceeds spec.clients.minAvailable "
+                                                      f"({spec.clients.min_available}): no round could unmask"))
+    if t > k:
+        errors.append(FieldError(f"{base}.threshold", f"{t} exceeds the {k} neighbours that hold each client's "
+                                                      f"shares (spec.secureAggregation.neighbours, clients a round)"))
+    elif t < safe_min_threshold(k):
+        errors.append(FieldError(f"{base}.threshold", f"{t} is below the safe minimum {safe_min_threshold(k)}: a "
+                                                      f"strict majority of each client's {k} neighbours"))
+    if spec.privacy is not None and spec.privacy.level == "client":
+        errors.append(FieldError("spec.privacy.level", "client-level DP clips and weights individual updates, "
+                                                       "which SecAgg+ hides from the aggregator; use level sample"))
+    if secure.bits is not None and secure.bits < min_bits(spec.data.partitions):
+        errors.append(FieldError(f"{base}.bits", f"{secure.bits} bits can overflow when {spec.data.partitions} "
+                                                 f"clients are summed; at least {min_bits(spec.data.partitions)}"))
+    return errors
+
+
 SPEC_RULES: list[Callable[[JobSpec], list[FieldError]]] = [
     quorum_rules, partition_reference_rules, strategy_rules, compression_rules, privacy_rules,
-    unbuilt_feature_rules,
+    unbuilt_feature_rules, secagg_rules, ckks_rules,
 ]
 
 

@@ -1,0 +1,118 @@
+"""SecAgg+ between real processes over mTLS: clients SIGKILLed mid-protocol, the sum still right."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from fixture_tasks import KnownUpdateTask
+from jobs import HERE, Job, job_doc, with_task
+
+from fedkube.checkpoint import list_rounds, read_checkpoint
+from fedkube.launcher import Child, log_tail
+from fedkube.secure import default_bits
+from fedkube.secure.ring import Ring
+from fedkube.secure.tls import client_identity
+from fedkube.stores import open_store
+
+ROOT = HERE.parents[1]
+
+
+def start_victim(job: Job, partition: int, step: str) -> None:
+    """The real client for `partition`, SIGKILLed at `step` of the first round every partition is in."""
+    log = job.run.run_dir / "logs" / f"client-{partition}.log"
+    args = ["client", "--manifest", str(job.manifest), "--partition", str(partition), "--aggregator", job.target,
+            "--tls-dir", str(job.run.tls_dir(client_identity(partition)))]
+    everyone = str(job.job.spec.data.partitions)
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, str(HERE / "secagg_victim.py"), step, everyone, *args],
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    job.run.children.append(Child(f"client-{partition}", process, log))
+
+
+def run_with_victims(tmp_path, doc: dict, victims: dict[int, str]) -> Job:
+    job = Job(doc, tmp_path / doc["metadata"]["name"])
+    job.ports = job.run.start_aggregator(job.manifest)
+    for p in range(job.job.spec.data.partitions):
+        if p in victims:
+            start_victim(job, p, victims[p])
+        else:
+            job.run.start_client(job.manifest, p, job.ports["port"])
+    return job
+
+
+def secagg_doc(name: str, partitions: int, rounds: int, min_available: int, threshold: int,
+               seconds: float = 0.0) -> dict:
+    doc = with_task(job_doc(name, partitions=partitions, rounds=rounds, min_available=min_available,
+                            roundTimeoutSeconds=15), "fixture_tasks:known_update", {"seconds": seconds})
+    doc["spec"]["secureAggregation"] = {"mode": "secagg+", "threshold": threshold}
+    return doc
+
+
+def check_rounds_sum_right(job: Job, ring: Ring) -> list[dict]:
+    """Every checkpointed round's model is the weighted FedAvg of exactly the clients it reports."""
+    history = job.metrics()
+    assert all(h["status"] == "completed" for h in history), history
+    store = open_store(f"file://{job.run.run_dir}/checkpoints")
+    for number in list_rounds(store):
+        weights = read_checkpoint(store, number).weights
+        who = history[number - 1]["participants"]["reported"]
+        total = sum(KnownUpdateTask.examples(p) for p in who)
+        for name, array in weights.items():
+            expected = sum(KnownUpdateTask.examples(p) * KnownUpdateTask.target(p, array.size).numpy()
+                           for p in who) / total
+            # Exact up to rounding in the ring: half a step per coordinate of the mean.
+            assert np.abs(array.reshape(-1) - expected).max() <= ring.step / 2 + 1e-6, (number, name)
+    assert not store.list("secagg/")  # masked records are dropped once their round is unmasked
+    return history
+
+
+def assert_killed(job: Job, partitions: list[int]) -> None:
+    for p in partitions:
+        child = next(c for c in job.run.children if c.name == f"client-{p}")
+        assert child.process.returncode == -9, log_tail(child.log)
+
+
+def test_two_of_eight_killed_after_sending_masked_vectors_the_round_sums_right(tmp_path) -> None:
+    # minAvailable 8: the round starts with all eight, and completes only with all eight vectors.
+    job = run_with_victims(tmp_path, secagg_doc("secagg-masked", 8, rounds=1, min_available=8, threshold=4),
+                           {6: "after-masking", 7: "after-masking"})
+    try:
+        assert job.wait_exit(timeout=240) == 0, job.aggregator_log()
+        assert_killed(job, [6, 7])
+        (entry,) = check_rounds_sum_right(job, Ring(default_bits(8), 1.0, 8))
+        assert entry["participants"]["reported"] == list(range(8))
+        assert "unmasked the sum of 8 updates (0 dropped after sharing" in job.aggregator_log()
+    finally:
+        job.stop()
+
+
+def test_client_killed_after_sharing_is_unmasked_from_its_key_shares(tmp_path) -> None:
+    # The victim dies in the first round all six are in; five vectors still make the quorum.
+    job = run_with_victims(tmp_path, secagg_doc("secagg-shared", 6, rounds=8, min_available=5, threshold=3,
+                                                seconds=0.3), {5: "after-sharing"})
+    try:
+        assert job.wait_exit(timeout=240) == 0, job.aggregator_log()
+        assert_killed(job, [5])
+        history = check_rounds_sum_right(job, Ring(default_bits(6), 1.0, 6))
+        assert all(5 not in h["participants"]["reported"] for h in history[-3:])
+        assert "unmasked the sum of 5 updates (1 dropped after sharing" in job.aggregator_log()
+    finally:
+        job.stop()
+
+
+@pytest.mark.slow
+def test_digits_secagg_example_matches_plain_fedavg(tmp_path) -> None:
+    accuracy = {}
+    for example in ("digits-fedavg.yaml", "digits-secagg.yaml"):
+        run_dir = tmp_path / example
+        done = subprocess.run([sys.executable, "-m", "fedkube.cli", "run", str(ROOT / "examples" / example),
+                               "--output-dir", str(run_dir)], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        history = json.loads((run_dir / "metrics.json").read_text())
+        assert all(h["status"] == "completed" for h in history)
+        accuracy[example] = history[-1]["accuracy"]
+    assert abs(accuracy["digits-secagg.yaml"] - accuracy["digits-fedavg.yaml"]) <= 0.005, accuracy

@@ -1,0 +1,342 @@
+"""SecAgg+ rounds on the aggregator: key routing, the masked sum, unmasking, retries.
+
+The aggregator relays public keys and sealed shares it cannot open, folds masked vectors into
+one running sum in the ring (`MaskedSum`: chunk by chunk, so no client's vector is ever held
+whole, and none is ever unmasked alone), and removes the masks from that sum with the shares
+the survivors reveal. An attempt that cannot finish (fewer survivors or revealed shares than the
+threshold) is abandoned and the round retried with a fresh nonce, fresh keys and a fresh graph:
+masks are never reused. Each step waits at most the round timeout for the participants still
+expected, and moves on as soon as all of them (or, for unmasking, enough of them) answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedkube.aggregator.accumulate import WeightedSum, check_specs
+from fedkube.aggregator.coordinator import Coordinator, RoundOutcome, RoundState
+from fedkube.plan import AggregatorPlan
+from fedkube.protocol import fedkube_pb2 as pb
+from fedkube.protocol.tensors import TensorSpec, specs_of
+from fedkube.secure import DEFAULT_CLIP_RANGE, default_bits, safe_min_threshold
+from fedkube.secure.ring import Ring
+from fedkube.secure.secagg import MASKED_TENSOR, ProtocolError, RoundSetup, unmask
+from fedkube.stores import Store
+from fedkube.strategies import Strategy, Weights
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+
+
+class MaskedSum:
+    """The running sum of masked vectors in the ring; the only thing about updates the aggregator holds."""
+
+    def __init__(self, ring: Ring, length: int) -> None:
+        self.ring = ring
+        self.specs = [TensorSpec(MASKED_TENSOR, ring.dtype.name, (length,))]
+        self.total = np.zeros(length, dtype=ring.dtype)
+        self.count = 0
+
+    def begin(self, weight: float) -> MaskedFold:
+        """`weight` is ignored: the real one travels masked, inside the vector."""
+        return MaskedFold(self)
+
+
+class MaskedFold:
+    """One masked vector entering the sum; chunks are kept until commit() so abort() can take them out."""
+
+    def __init__(self, target: MaskedSum) -> None:
+        self.target = target
+        self._folded: list[tuple[int, np.ndarray]] = []
+
+    def check_specs(self, specs: list[TensorSpec]) -> None:
+        check_specs(specs, self.target.specs)
+
+    def add_dense(self, index: int, start: int, values: np.ndarray) -> None:
+        self.target.total[start:start + values.size] += values  # wraps mod 2^(dtype bits), as the ring wants
+        self._folded.append((start, values))
+
+    def add_sparse(self, index: int, positions: np.ndarray, values: np.ndarray) -> None:
+        raise ValueError("masked vectors are dense")
+
+    def commit(self) -> None:
+        self.target.count += 1
+        self._folded.clear()
+
+    def abort(self) -> None:
+        for start, values in reversed(self._folded):
+            self.target.total[start:start + values.size] -= values
+        self._folded.clear()
+
+
+@dataclass
+class Attempt:
+    """The rendezvous of one attempt: what arrived at each step, and which step is open."""
+
+    setup: RoundSetup
+    tickets: dict[int, str]
+    step: str = "advertise"         # advertise -> share -> mask -> unmask -> done
+    failure: str | None = None
+    adverts: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    outbox: dict[int, dict[int, bytes]] = field(default_factory=dict)       # sender -> receiver -> sealed
+    survivors: frozenset[int] = frozenset()
+    dropped: frozenset[int] = frozenset()
+    revealed: dict[int, dict[int, bytes]] = field(default_factory=dict)     # revealer -> peer -> share
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def __post_init__(self) -> None:
+        self.graph = self.setup.graph()
+
+    async def move_to(self, step: str, failure: str | None = None) -> None:
+        self.step, self.failure = step, failure
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def until(self, done: Callable[[], bool], timeout: float) -> None:
+        """Wait until `done()` or `timeout` seconds, whichever first."""
+        async def wait() -> None:
+            async with self.changed:
+                await self.changed.wait_for(done)
+        try:
+            await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def _after(self, step: str) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.step != step)
+        if self.failure is not None:
+            raise ProtocolError(f"round {self.setup.round} attempt abandoned: {self.failure}")
+
+    def _expect(self, step: str, partition: int) -> None:
+        if self.failure is not None:
+            raise ProtocolError(f"round {self.setup.round} attempt abandoned: {self.failure}")
+        if self.step != step:
+            raise ProtocolError(f"partition {partition}: step {step!r} is not open (the attempt is at {self.step!r})")
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    # --- the four client calls ---------------------------------------------------------------
+    async def advertise(self, partition: int, keys: tuple[bytes, bytes]) -> dict[int, tuple[bytes, bytes]]:
+        self._expect("advertise", partition)
+        self.adverts[partition] = keys
+        await self._notify()
+        await self._after("advertise")
+        return {p: k for p, k in self.adverts.items() if p in self.graph[partition]}
+
+    async def share(self, partition: int, sealed: dict[int, bytes]) -> dict[int, bytes]:
+        self._expect("share", partition)
+        if partition not in self.adverts:
+            raise ProtocolError(f"partition {partition} shares keys it never advertised")
+        strangers = set(sealed) - (self.graph[partition] & set(self.adverts))
+        if strangers:
+            raise ProtocolError(f"partition {partition} addressed shares to non-neighbours {sorted(strangers)}")
+        self.outbox[partition] = sealed
+        await self._notify()
+        await self._after("share")
+        return {sender: box[partition] for sender, box in self.outbox.items() if partition in box}
+
+    async def unmask_query(self, partition: int) -> tuple[frozenset[int], frozenset[int]]:
+        if self.failure is None and self.step in ("advertise", "share", "mask"):
+            await self._after("mask")
+        if self.failure is not None or self.step != "done":  # done: unmasked already, a late reveal is moot
+            self._expect("unmask", partition)
+        if partition not in self.survivors:
+            raise ProtocolError(f"partition {partition}'s masked vector is not in this round's sum")
+        return self.survivors, self.dropped
+
+    async def reveal(self, partition: int, shares: dict[int, bytes]) -> None:
+        if self.failure is None and self.step == "done":
+            return  # the sum was unmasked with the shares that came first
+        self._expect("unmask", partition)
+        if partition not in self.survivors or partition in self.revealed:
+            raise ProtocolError(f"partition {partition} may not reveal (not a survivor, or already did)")
+        self.revealed[partition] = shares
+        await self._notify()
+
+    def can_unmask(self) -> bool:
+        """Every secret to rebuild has `threshold` revealed shares from its neighbours."""
+        t = self.setup.threshold
+        return all(sum(1 for h, shares in self.revealed.items() if p in shares and h in self.graph[p]) >= t
+                   for p in self.survivors | self.dropped)
+
+
+def round_ring(plan: AggregatorPlan) -> Ring:
+    secure = plan.secure_aggregation
+    return Ring(secure.bits or default_bits(plan.num_partitions), secure.clip_range or DEFAULT_CLIP_RANGE,
+                plan.num_partitions)
+
+
+def round_threshold(plan: AggregatorPlan) -> int:
+    secure = plan.secure_aggregation
+    if secure.threshold is not None:
+        return secure.threshold
+    everyone_else = plan.clients_per_round - 1
+    return safe_min_threshold(everyone_else if secure.neighbours is None else min(secure.neighbours, everyone_else))
+
+
+class SecAggRounds:
+    """Runs SecAgg+ rounds through the coordinator, and answers the clients' SecAgg calls."""
+
+    def __init__(self, plan: AggregatorPlan, coordinator: Coordinator, store: Store | None = None) -> None:
+        self.plan, self.coordinator, self.store = plan, coordinator, store
+        self.ring = round_ring(plan)
+        self.threshold = round_threshold(plan)
+        self.attempt: Attempt | None = None
+        self.abandoned_attempts = 0
+
+    # --- the gRPC side: thin translation ------------------------------------------------------
+    async def handle(self, request: pb.SecAggRequest) -> pb.SecAggReply:
+        attempt, p = self.attempt, request.partition
+        if attempt is None or attempt.setup.round != request.round or attempt.tickets.get(p) != request.ticket:
+            raise ProtocolError(f"partition {p}: no open SecAgg+ attempt for round {request.round} with this ticket")
+        step = request.WhichOneof("step")
+        if step == "advertise":
+            keys = await attempt.advertise(p, (request.advertise.cipher_key, request.advertise.mask_key))
+            return pb.SecAggReply(keys=pb.KeyList(peers=[pb.PeerKeys(partition=q, cipher_key=c, mask_key=m)
+                                                         for q, (c, m) in sorted(keys.items())]))
+        if step == "share":
+            inbox = await attempt.share(p, {s.partition: s.sealed for s in request.share.shares})
+            return pb.SecAggReply(shares=pb.SealedShares(shares=[pb.SealedShare(partition=q, sealed=b)
+                                                                 for q, b in sorted(inbox.items())]))
+        if step == "unmask":
+            survived, dropped = await attempt.unmask_query(p)
+            return pb.SecAggReply(survivors=pb.Survivors(survived=sorted(survived), dropped=sorted(dropped)))
+        if step == "reveal":
+            await attempt.reveal(p, {s.partition: s.share for s in request.reveal.shares})
+            return pb.SecAggReply(done=pb.RevealAck())
+        raise ProtocolError(f"partition {p}: a SecAgg request without a step")
+
+    # --- the round loop side ------------------------------------------------------------------
+    async def run_round(self, number: int, weights: Weights, specs: list[TensorSpec], strategy: Strategy,
+                        config_for: Callable[[int], dict[str, Any]] = lambda p: {}) -> RoundOutcome:
+        """Up to MAX_ATTEMPTS attempts, each with fresh keys; the last outcome if none completes."""
+        started = time.monotonic()
+        outcome = None
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            outcome, failure = await self._attempt(number, weights, specs, strategy, config_for, started)
+            if failure is None:
+                return outcome
+            self.abandoned_attempts += 1
+            log.warning("round %d: SecAgg+ attempt %d of %d abandoned: %s", number, attempt, MAX_ATTEMPTS, failure)
+            if len(self.coordinator.live) < self.threshold + 1:
+                break  # no fresh attempt can gather enough participants now
+        assert outcome is not None
+        return outcome
+
+    async def _attempt(self, number: int, weights: Weights, specs: list[TensorSpec], strategy: Strategy,
+                       config_for: Callable[[int], dict[str, Any]], started: float) -> tuple[RoundOutcome, str | None]:
+        c, timeout = self.coordinator, self.plan.round_timeout_seconds
+        selected = c.sample(number)
+        plain = strategy.new_round(specs)
+        if not isinstance(plain, WeightedSum):
+            raise ValueError(f"strategy {strategy.name!r} needs individual updates; SecAgg+ only gives their sum")
+        masked = MaskedSum(self.ring, sum(s.nbytes // np.dtype(s.dtype).itemsize for s in plain.specs) + 1)
+        setup = RoundSetup(self.plan.job, number, secrets.token_hex(8), tuple(selected),
+                           self.plan.secure_aggregation.neighbours, secrets.randbits(31), self.threshold, self.ring)
+        sent = strategy.broadcast(weights)
+        state = RoundState(number, selected, sent, specs_of(sent), masked, {p: secrets.token_hex(8) for p in selected},
+                           {p: {**config_for(p), "secagg": setup.to_json()} for p in selected})
+        attempt = self.attempt = Attempt(setup, state.tickets)
+        c.round = state
+        await c._notify()
+
+        def outcome(answered: set[int], failure: str | None) -> tuple[RoundOutcome, str | None]:
+            """`answered`: whose masked vectors arrived; they stay live even when the attempt fails."""
+            state.closed = True
+            for fold in state.inflight.values():
+                fold.abort()
+            gone = sorted(set(selected) - answered)
+            for p in gone:
+                if not c.waiting[p]:
+                    c.live.discard(p)
+            c.dropped_total += len(gone)
+            reported = [] if failure else sorted(answered)
+            return RoundOutcome(number, selected, reported, gone, dict(state.rejected), plain,
+                                state.train_metrics if not failure else [], state.bytes_in, state.bytes_out,
+                                time.monotonic() - started), failure
+
+        if len(selected) <= self.threshold:
+            await attempt.move_to("done", "too few clients")
+            return outcome(set(selected), f"{len(selected)} clients sampled; threshold {self.threshold} needs more")
+        await attempt.until(lambda: set(attempt.adverts) >= set(selected), timeout)
+        await attempt.move_to("share")
+        await attempt.until(lambda: set(attempt.outbox) >= set(attempt.adverts), timeout)
+        shared = frozenset(attempt.outbox)
+        await attempt.move_to("mask")
+        state.selected = sorted(shared)  # only those who shared may send a masked vector
+        for p in set(selected) - shared:
+            state.tickets.pop(p, None)
+        c._maybe_answered(state)
+        await c._notify()
+        try:
+            await asyncio.wait_for(state.answered.wait(), timeout)
+        except TimeoutError:
+            pass
+        state.closed = True
+        survivors = frozenset(state.reported)
+        log.info("round %d: %d of %d clients advertised keys, %d shared them, %d sent masked vectors", number,
+                 len(attempt.adverts), len(selected), len(shared), len(survivors))
+        if len(survivors) < max(self.threshold, self.plan.min_available):
+            await attempt.move_to("done", "too few survivors")
+            return outcome(set(survivors), f"{len(survivors)} masked vectors arrived; threshold {self.threshold}, "
+                                           f"spec.clients.minAvailable {self.plan.min_available}")
+        record = self._persist(attempt, shared, survivors, masked)
+        attempt.survivors, attempt.dropped = survivors, shared - survivors
+        await attempt.move_to("unmask")
+        await attempt.until(attempt.can_unmask, timeout)
+        try:  # in a thread: removing the masks is model-sized work the event loop should not wait on
+            await asyncio.to_thread(unmask, masked.total, setup, {p: k[1] for p, k in attempt.adverts.items()},
+                                    shared, survivors, attempt.revealed)
+        except ProtocolError as exc:
+            await attempt.move_to("done", str(exc))
+            return outcome(set(survivors), str(exc))
+        await attempt.move_to("done")
+        self._forget(record)
+        values, weight = self.ring.decode(masked.total)
+        start = 0
+        for target in plain.sums:
+            size = target.size
+            target.reshape(-1)[:] = values[start:start + size]
+            start += size
+        plain.total_weight, plain.count = float(weight), len(survivors)
+        log.info("round %d: SecAgg+ unmasked the sum of %d updates (%d dropped after sharing, %d revealers)",
+                 number, len(survivors), len(shared - survivors), len(attempt.revealed))
+        return outcome(set(survivors), None)
+
+    def _persist(self, attempt: Attempt, shared: frozenset[int], survivors: frozenset[int],
+                 masked: MaskedSum) -> list[str]:
+        """The masked sum and the public round record under the round: enough to finish unmasking after a
+        restart, and nothing more (masked vectors and public keys reveal no update). Returns the keys written.
+        """
+        if self.store is None:
+            return []
+        setup = attempt.setup
+        prefix = f"secagg/round-{setup.round:06d}-{setup.nonce}"
+        record = {"setup": setup.to_json(), "shared": sorted(shared), "survivors": sorted(survivors),
+                  "maskKeys": {str(p): k[1].hex() for p, k in sorted(attempt.adverts.items())}}
+        buffer = io.BytesIO()
+        np.save(buffer, masked.total)
+        keys = [f"{prefix}/masked-sum.npy", f"{prefix}/round.json"]
+        self.store.put(keys[0], buffer.getvalue())
+        self.store.put(keys[1], json.dumps(record).encode())
+        return keys
+
+    def _forget(self, keys: list[str]) -> None:
+        """Once unmasked, the round's checkpoint supersedes its masked record."""
+        for key in keys:
+            assert self.store is not None
+            self.store.delete(key)

@@ -1,0 +1,54 @@
+"""A client's part in one SecAgg+ attempt, over the aggregator's SecAgg call.
+
+Keys are agreed and shares exchanged before training, so the training time overlaps nothing
+the others wait for; the masked vector replaces the plain update in SubmitUpdate; after it, the
+client answers the unmasking query with exactly one share per neighbour.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fedkube.protocol import fedkube_pb2 as pb
+from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
+from fedkube.secure.secagg import MASKED_TENSOR, ClientSession, RoundSetup
+
+log = logging.getLogger(__name__)
+
+
+class SecAggParticipant:
+    def __init__(self, stub: pb_grpc.AggregatorStub, info: pb.RoundInfo, partition: int,
+                 config: Mapping[str, Any]) -> None:
+        self.stub, self.info, self.partition = stub, info, partition
+        self.session = ClientSession(RoundSetup.from_json(config), partition)
+
+    def _call(self, **step: Any) -> pb.SecAggReply:
+        return self.stub.SecAgg(pb.SecAggRequest(partition=self.partition, round=self.info.round,
+                                                 ticket=self.info.ticket, **step))
+
+    def exchange_keys(self) -> None:
+        """Steps 1 and 2: advertise our keys, send sealed shares, keep the ones sent to us."""
+        c_key, s_key = self.session.advert()
+        reply = self._call(advertise=pb.PeerKeys(partition=self.partition, cipher_key=c_key, mask_key=s_key))
+        keys = {k.partition: (k.cipher_key, k.mask_key) for k in reply.keys.peers}
+        sealed = self.session.share(keys)
+        reply = self._call(share=pb.SealedShares(shares=[pb.SealedShare(partition=p, sealed=b)
+                                                         for p, b in sorted(sealed.items())]))
+        self.session.receive({s.partition: s.sealed for s in reply.shares.shares})
+
+    def masked_update(self, update: Mapping[str, np.ndarray], num_examples: int) -> dict[str, np.ndarray]:
+        """Step 3: the update (in the aggregator's tensor order), weighted, quantised and masked."""
+        flat = np.concatenate([a.reshape(-1) for a in update.values()]) if update else np.zeros(0, np.float32)
+        return {MASKED_TENSOR: self.session.mask(self.session.setup.ring.encode(flat, num_examples))}
+
+    def unmask(self) -> None:
+        """Step 4: reveal one share per neighbour, as the survivor lists ask."""
+        reply = self._call(unmask=pb.UnmaskQuery())
+        shares = self.session.reveal(reply.survivors.survived, reply.survivors.dropped)
+        self._call(reveal=pb.RevealedShares(shares=[pb.RevealedShare(partition=p, share=b)
+                                                    for p, b in sorted(shares.items())]))
+        log.info("round %d: revealed %d shares for unmasking", self.info.round, len(shares))
