@@ -27,7 +27,8 @@ def all_clients_epsilon(noise_multiplier: float, rounds: int) -> float:
 
 
 def private_doc(name: str, partitions: int, rounds: int, min_available: int, privacy: dict) -> dict:
-    doc = job_doc(name, partitions=partitions, rounds=rounds, min_available=min_available, localEpochs=1)
+    doc = job_doc(name, partitions=partitions, rounds=rounds, min_available=min_available, localEpochs=1,
+                  joinTimeoutSeconds=240, roundTimeoutSeconds=240)  # clients import torch and opacus
     doc["spec"]["privacy"] = privacy
     return doc
 
@@ -50,9 +51,11 @@ def run_job(tmp_path):
 
 def test_budget_stops_the_job_before_the_round_that_would_exceed_it(run_job):
     target = float(all_clients_epsilon(1.0, 2) + all_clients_epsilon(1.0, 3)) / 2  # two rounds fit, not three
+    # Distributed noise under SecAgg+: each client noises its clipped update before masking it.
     doc = private_doc("budget", partitions=3, rounds=6, min_available=3,
-                      privacy={"noiseMultiplier": 1.0, "clippingNorm": 1.0, "targetEpsilon": target})
-    doc["spec"]["checkpoint"] = {"everyRounds": 4}
+                      privacy={"noiseMultiplier": 1.0, "clippingNorm": 0.2, "targetEpsilon": target,
+                               "placement": "distributed"})
+    doc["spec"].update(checkpoint={"everyRounds": 4}, secureAggregation={"mode": "secagg+"})
     job = run_job(doc)
     status = job.final_status()
     assert status["phase"] == "Succeeded" and status["reason"] == "PrivacyBudgetExhausted"
@@ -68,7 +71,7 @@ def test_budget_stops_the_job_before_the_round_that_would_exceed_it(run_job):
 
 
 def test_resumed_job_goes_on_from_the_checkpointed_epsilon(run_job):
-    privacy = {"noiseMultiplier": 1.0, "clippingNorm": 0.5, "placement": "distributed",
+    privacy = {"noiseMultiplier": 1.0, "clippingNorm": 0.5,
                "adaptiveClipping": {"targetQuantile": 0.5, "countNoiseMultiplier": 3.0}}
     first = run_job(private_doc("resumed", partitions=3, rounds=1, min_available=2, privacy=privacy))
     clip_after_one = first.final_status()["privacy"]["clippingNorm"]
