@@ -33,7 +33,29 @@ def parse(obj: Mapping[str, Any]) -> FederatedJob:
     The operator's image carries no task code, so the entrypoint is checked by the pods.
     Raises SpecError naming every bad field.
     """
-    return parse_manifest(document(obj), check_entrypoint=False)
+    job = parse_manifest(document(obj), check_entrypoint=False)
+    errors = cluster_errors(job)
+    if errors:
+        raise SpecError(errors)
+    return job
+
+
+def cluster_errors(job: FederatedJob) -> list[FieldError]:
+    """What runs locally but cannot in a cluster: a CKKS key larger than a Secret may hold."""
+    from fedkube.he.params import ckks_params, secret_context_bytes
+
+    secure = job.spec.secure_aggregation
+    if secure.mode != "ckks":
+        return []
+    size = secret_context_bytes(ckks_params(secure.ckks))
+    if size <= SECRET_LIMIT_BYTES:
+        return []
+    return [FieldError("spec.secureAggregation.ckks", f"the job's secret context (up to {size / 1e6:.1f} MB) "
+                                                      "exceeds the 1 MiB a Kubernetes Secret holds; use a smaller "
+                                                      "polyModulusDegree or fewer coeffModBits")]
+
+
+SECRET_LIMIT_BYTES = 1 << 20
 
 
 def _defaulted_spec(spec: Any) -> Any:

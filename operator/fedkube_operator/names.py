@@ -62,6 +62,11 @@ def tls_secret_name(job: str, identity: str) -> str:
     return f"{job}-tls-{identity}"
 
 
+def ckks_secret_name(job: str) -> str:
+    """The CKKS job key: mounted by client pods, never by the aggregator's."""
+    return f"{job}-ckks"
+
+
 def configmap_name(job: str) -> str:
     return f"{job}-manifest"
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from fedkube.he.params import SECRET_FILE
 from fedkube.plan import GRPC_PORT, METRICS_PORT, STATUS_PORT, JobPlan
 from fedkube.secure import DEFAULT_TLS_DIR
 from fedkube.secure.tls import AGGREGATOR as AGGREGATOR_IDENTITY
@@ -31,6 +32,7 @@ from fedkube_operator.names import (
     AGGREGATOR,
     Slot,
     checkpoint_claim_name,
+    ckks_secret_name,
     configmap_name,
     job_labels,
     pod_labels,
@@ -43,6 +45,7 @@ MANIFEST_KEY = "manifest.yaml"
 MANIFEST_DIR = "/etc/fedkube/job"
 MANIFEST_PATH = f"{MANIFEST_DIR}/{MANIFEST_KEY}"
 TRANSPORT_DIR = str(DEFAULT_TLS_DIR)
+CKKS_DIR = "/etc/fedkube/ckks"
 OUTPUT_DIR = "/var/lib/fedkube"
 DEFAULT_CHECKPOINT_DIR = f"{OUTPUT_DIR}/checkpoints"
 TMP_DIR = "/tmp"
@@ -128,6 +131,25 @@ def render_transport_secrets(plan: JobPlan, owner: Owner, material: Mapping[str,
     } for identity, m in material.items()]
 
 
+def render_ckks_secret(plan: JobPlan, owner: Owner) -> list[dict[str, Any]]:
+    """A CKKS job's freshly made secret context, for client pods only; none for other jobs.
+
+    The aggregator's context holds the parameters only and is made from the spec, so no key
+    material of any kind reaches its pod.
+    """
+    secure = plan.aggregator.secure_aggregation
+    if secure.mode != "ckks":
+        return []
+    from fedkube.he.keys import make_context, secret_bytes
+    from fedkube.he.params import ckks_params
+
+    return [{
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": _metadata(ckks_secret_name(plan.name), owner, job_labels(plan.name)),
+        "data": {SECRET_FILE: base64.b64encode(secret_bytes(make_context(ckks_params(secure.ckks)))).decode()},
+    }]
+
+
 def fresh_transport_material(plan: JobPlan) -> dict[str, Identity]:
     """The job's mTLS identities, newly minted (the only random step of rendering); none with TLS off."""
     if not plan.tls:
@@ -192,6 +214,7 @@ def render_job_objects(plan: JobPlan, owner: Owner, config: RenderConfig) -> lis
     so the material of the first call is the one the job keeps.
     """
     objects = [*render_transport_secrets(plan, owner, fresh_transport_material(plan)),
+               *render_ckks_secret(plan, owner),
                render_manifest_configmap(plan, owner), render_aggregator_service(plan, owner)]
     claim = render_checkpoint_claim(plan, owner, config)
     return objects + ([claim] if claim is not None else [])
@@ -308,12 +331,13 @@ def render_client_pod(plan: JobPlan, partition: int, owner: Owner, config: Rende
                       attempt: int = 0) -> dict[str, Any]:
     client = plan.clients[partition]
     volumes, mounts = _common_volumes(plan, client_identity(partition))
-    container = {
-        "name": "client",
-        "command": ["fedkube", "client", "--manifest", MANIFEST_PATH, "--partition", str(partition),
-                    "--aggregator", aggregator_address(plan)],
-        "volumeMounts": mounts,
-    }
+    command = ["fedkube", "client", "--manifest", MANIFEST_PATH, "--partition", str(partition),
+               "--aggregator", aggregator_address(plan)]
+    if client.secure_aggregation.mode == "ckks":
+        volumes.append({"name": "ckks", "secret": {"secretName": ckks_secret_name(plan.name), "defaultMode": 0o440}})
+        mounts.append({"name": "ckks", "mountPath": CKKS_DIR, "readOnly": True})
+        command += ["--ckks-context", f"{CKKS_DIR}/{SECRET_FILE}"]
+    container = {"name": "client", "command": command, "volumeMounts": mounts}
     return _pod(plan, owner, config, Slot(partition), attempt, client.pod, container, volumes)
 
 

@@ -251,6 +251,10 @@ def _merge_report(status: dict[str, Any], report: AggregatorReport | None, obs: 
         clients.update(joined=report.joined, reported=report.reported, dropped=report.dropped,
                        rejected=report.rejected)
         metrics = {k: round(v, 4) for k, v in (("accuracy", report.accuracy), ("loss", report.loss)) if v is not None}
+        if report.bytes_in or report.bytes_out:
+            metrics.update(bytesIn=report.bytes_in, bytesOut=report.bytes_out, roundBytesIn=report.round_bytes_in)
+        if report.compression_ratio is not None:
+            metrics["compressionRatio"] = round(report.compression_ratio, 3)
         if metrics:
             status["metrics"] = metrics
         elif prev.get("metrics"):

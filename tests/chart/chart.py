@@ -47,7 +47,9 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
+@functools.cache
 def helm() -> Path:
+    """The verified binary: checked (or fetched) once per test session."""
     return fetch(DEFAULT_DEST)
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from chart import CASES, CHART, RELEASE, RELEASE_NAMESPACE, REPO, of_kind, one, render_case, run_helm
 from pod_security import violations
+from rbac import Access, denied, grants, unused
 
 from fedkube.plan import make_plan
 from fedkube.spec import parse_manifest
@@ -135,6 +136,23 @@ def test_the_restricted_checker_names_what_breaks_the_profile(spec: dict[str, An
     pod.update(spec)
     found = violations(pod)
     assert any(v.startswith(problem) for v in found), found
+
+
+@pytest.mark.parametrize(("access", "allowed"), [
+    (Access("ml-team-a", "", "pods", "create"), True),
+    (Access("ml-team-a", "fedkube.io", "federatedjobs/status", "patch", "job"), True),
+    (Access("elsewhere", "", "pods", "create"), False),
+    (Access("ml-team-a", "", "pods", "update"), False),
+    (Access(None, "", "pods", "list"), False),
+    (Access(None, "", "namespaces", "watch"), True),
+    (Access(None, "admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch", "other"), False),
+])
+def test_the_rbac_evaluation_allows_only_what_the_chart_grants(access: Access, allowed: bool) -> None:
+    """The evaluation the end-to-end RBAC test relies on, on the namespaced mode's bindings."""
+    objects = render_case("namespaced")
+    granted = grants(objects, one(objects, "ServiceAccount")["metadata"]["name"], RELEASE_NAMESPACE)
+    assert (denied(granted, [access]) == []) is allowed
+    assert (len(unused(granted, [access])) < len(granted)) is allowed
 
 
 # (values overlay, the key helm must name)

@@ -124,7 +124,8 @@ class Cluster:
         self.operator_logs.append(log)
         with open(log, "wb") as out:
             self.operator = subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        wait_for(self._operator_alive, 30, "the operator's liveness endpoint", diagnose=self.operator_log)
+        # Generous: starting Python, Kopf and the client libraries takes long on a loaded CI machine.
+        wait_for(self._operator_alive, 90, "the operator's liveness endpoint", diagnose=self.operator_log)
         if webhook_config:
             wait_for(lambda: self._webhook_configured(webhook_config), 30,
                      f"the managed ValidatingWebhookConfiguration {webhook_config}", diagnose=self.operator_log)

@@ -98,6 +98,9 @@ class FedkubeEmulator(kmock.KubernetesEmulator):
 
     created: list[tuple[str, str]]  # (plural, name) of every object created, in order
     webhook_configs: set[Any]  # object keys of the ValidatingWebhookConfigurations ever created
+    # Opt in by setting a list: every request, as it arrives (watches included), for tests that
+    # check who asked for what (the chart's RBAC). Off by default, so benchmarks keep no log.
+    access_log: list[Any] | None = None
 
     def register_crd(self, crd: Mapping[str, Any]) -> None:
         spec = crd.get("spec", {})
@@ -237,6 +240,8 @@ class FedkubeEmulator(kmock.KubernetesEmulator):
             return (await response.json()).get("response", {})
 
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        if self.access_log is not None:
+            self.access_log.append(request)
         res = request.resource
         if res is not None and isinstance(request.data, dict):
             if request.action == kmock.action.CREATE:

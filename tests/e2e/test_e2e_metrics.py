@@ -1,25 +1,10 @@
-"""The operator's /metrics and an aggregator pod's named metrics port, scraped over HTTP and parsed
-with prometheus_client's parser while real jobs run through kubectl."""
+"""The operator's /metrics, scraped over HTTP and parsed with prometheus_client's parser while real
+jobs run through kubectl (an aggregator pod's metrics port is scraped in test_e2e_training)."""
 
 from __future__ import annotations
 
-import urllib.request
-
+from checks import scrape_metrics as scrape
 from conftest import Cluster, failing_job, free_port, small_job, wait_for
-from prometheus_client.parser import text_string_to_metric_families
-
-from fedkube.plan import METRICS_PORT
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return samples
 
 
 def phase(job: dict) -> str | None:
@@ -46,23 +31,3 @@ def test_operator_metrics_count_refusals_recreations_and_phases(cluster: Cluster
 
     cluster.kubectl("delete", "fj", "broken", "--timeout=30s")
     wait_for(lambda: scrape(port)["fedkube_operator_jobs{phase=Failed}"] == 0, 20, "the deleted job to be forgotten")
-
-
-def test_aggregator_pod_serves_metrics_on_its_named_port(cluster: Cluster, kubelet: object) -> None:
-    cluster.start_operator(webhook=False)
-    cluster.apply(small_job("scraped", partitions=2, rounds=3))
-
-    def scraped() -> dict[str, float] | None:
-        try:
-            samples = scrape(METRICS_PORT)
-        except OSError:
-            return None
-        return samples if samples.get("fedkube_job_info{federated_job=scraped}") == 1 else None
-
-    samples = wait_for(scraped, 90, "the aggregator pod's /metrics", diagnose=cluster.diagnose)
-    assert samples["fedkube_job_rounds"] == 3
-    (pod,) = [p for p in cluster.pods("scraped") if p["metadata"]["name"] == "scraped-aggregator"]
-    (container,) = pod["spec"]["containers"]
-    assert {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"} in container["ports"]
-    done = cluster.wait_job("scraped", lambda j: phase(j) in ("Succeeded", "Failed"), 180, "finished")
-    assert phase(done) == "Succeeded"

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from checks import assert_owned, assert_pods_shaped, job_objects
+from checks import assert_owned, assert_pods_shaped, job_objects, scrape_metrics
 from conftest import REPO, Cluster, wait_for
+
+
+def scraped(cluster: Cluster, pod: str, port: int) -> dict[str, float] | None:
+    """The pod's /metrics at its pod IP, once it is running and listening."""
+    ip = next((p["status"].get("podIP") for p in cluster.pods() if p["metadata"]["name"] == pod), None)
+    try:
+        return scrape_metrics(port, ip) if ip else None
+    except OSError:
+        return None
 
 
 @pytest.mark.slow
@@ -18,6 +27,12 @@ def test_digits_example_runs_to_success_and_deletes_cleanly(cluster: Cluster, ku
                     diagnose=cluster.diagnose)
     assert_pods_shaped(pods, "digits", 8)
     assert_owned(cluster, "digits")
+    # The aggregator pod serves Prometheus metrics on its container port named `metrics`.
+    (container,) = [p for p in pods if p["metadata"]["name"] == "digits-aggregator"][0]["spec"]["containers"]
+    (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == "metrics"]
+    samples = wait_for(lambda: scraped(cluster, "digits-aggregator", port), 120, "the aggregator's /metrics",
+                       diagnose=cluster.diagnose)
+    assert samples["fedkube_job_info{federated_job=digits}"] == 1 and samples["fedkube_job_rounds"] == 30
 
     job = cluster.wait_job("digits", lambda j: j.get("status", {}).get("phase") in ("Succeeded", "Failed"),
                            240, "finished")

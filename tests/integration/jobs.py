@@ -19,7 +19,7 @@ import grpc
 from rich.console import Console
 
 from fedkube.client.main import open_channel
-from fedkube.launcher import LocalRun, log_tail
+from fedkube.launcher import Child, LocalRun, log_tail
 from fedkube.secure.tls import Identity, client_identity
 from fedkube.spec import parse_manifest
 
@@ -60,11 +60,28 @@ class Job:
         self.manifest = self.run.prepare(resume=resume)  # resume keeps the run directory's checkpoints
         self.ports: dict[str, int] = {}
 
-    def start(self, clients: list[int] | None = None) -> Job:
-        self.ports = self.run.start_aggregator(self.manifest)
+    def start(self, clients: list[int] | None = None, port: int = 0) -> Job:
+        self.ports = self.run.start_aggregator(self.manifest, port)
         for p in range(self.job.spec.data.partitions) if clients is None else clients:
             self.run.start_client(self.manifest, p, self.ports["port"])
         return self
+
+    @property
+    def aggregator(self) -> Child:
+        """The newest aggregator process (a restart adds one)."""
+        return [c for c in self.run.children if c.name == "aggregator"][-1]
+
+    def kill_aggregator(self) -> None:
+        """SIGKILL, as a node failure or OOM would: no cleanup, no last checkpoint."""
+        os.killpg(self.aggregator.process.pid, signal.SIGKILL)
+        self.aggregator.process.wait()
+
+    def restart_aggregator(self) -> None:
+        """A fresh aggregator on the same port and checkpoint URI, as the operator recreates the pod."""
+        old = self.aggregator
+        kept = old.log.with_name(f"aggregator-{len(self.run.children)}.log")  # the new one reuses the name
+        old.log = old.log.rename(kept)
+        self.ports = self.run.start_aggregator(self.manifest, self.ports["port"])
 
     @property
     def target(self) -> str:
@@ -84,7 +101,7 @@ class Job:
             doc = self.status()
             if doc is not None and predicate(doc):
                 return doc
-            if self.run.children[0].process.poll() is not None:
+            if self.aggregator.process.poll() is not None:
                 break
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}; aggregator log:\n{self.aggregator_log()}")
@@ -95,7 +112,7 @@ class Job:
         child.process.wait()
 
     def wait_exit(self, timeout: float = 180) -> int:
-        aggregator = self.run.children[0].process
+        aggregator = self.aggregator.process
         try:
             code = aggregator.wait(timeout)
         except Exception as exc:
@@ -104,7 +121,7 @@ class Job:
         return code
 
     def aggregator_log(self) -> str:
-        return log_tail(self.run.children[0].log, 40)
+        return log_tail(self.aggregator.log, 40)
 
     def metrics(self) -> list[dict[str, Any]]:
         return json.loads((self.run.run_dir / "metrics.json").read_text())

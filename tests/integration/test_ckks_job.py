@@ -13,7 +13,8 @@ from safetensors.numpy import load_file
 
 from fedkube.checkpoint import read_checkpoint
 from fedkube.he.codec import decrypt_mean
-from fedkube.he.keys import read_context
+from fedkube.he.keys import public_context, read_context
+from fedkube.he.params import ckks_params
 from fedkube.he.session import decrypted_final_model, evaluate_model
 from fedkube.he.wire import LAYOUT, PREFIX, TOTAL_WEIGHT
 from fedkube.stores import open_store
@@ -40,8 +41,7 @@ def test_ckks_job_matches_plain_fedavg(jobs):
     plain_store = open_store(f"file://{plain.run.run_dir}/checkpoints")
     ckks_store = open_store(f"file://{ckks.run.run_dir}/checkpoints")
     expected = load_file(str(plain.run.run_dir / "checkpoints/final/weights.safetensors"))
-    secret, _ = ckks.run.ckks_contexts
-    decrypted = decrypted_final_model(ckks_store, secret)
+    decrypted = decrypted_final_model(ckks_store, ckks.run.ckks_secret)
     assert plain_store.exists("final/weights.safetensors")
     for name, value in expected.items():
         relative = np.linalg.norm(decrypted[name] - value) / np.linalg.norm(value)
@@ -57,11 +57,13 @@ def test_ckks_job_matches_plain_fedavg(jobs):
 
 def test_the_aggregator_holds_no_secret_key_and_its_checkpoints_no_plaintext(jobs):
     _, ckks = jobs
+    secret = ckks.run.ckks_secret
+    clients = ckks.run.children[1:]
+    assert all(str(secret) in c.process.args for c in clients)
     aggregator_args = ckks.run.children[0].process.args
-    secret, public = ckks.run.ckks_contexts
-    assert str(public) in aggregator_args and str(secret) not in aggregator_args
-    context = read_context(public)
-    assert not context.is_private()
+    assert "--ckks-context" not in aggregator_args and str(secret) not in aggregator_args  # it gets no key
+    assert read_context(secret).is_private()
+    context = public_context(ckks_params(ckks.job.spec.secure_aggregation.ckks))
     checkpoint = read_checkpoint(open_store(f"file://{ckks.run.run_dir}/checkpoints"), 3)
     assert set(checkpoint.weights) == {TOTAL_WEIGHT, LAYOUT} | {n for n in checkpoint.weights if n.startswith(PREFIX)}
     assert all(a.dtype == np.uint8 for n, a in checkpoint.weights.items() if n.startswith(PREFIX))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from jobs import Job, job_doc, with_task
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -260,3 +261,18 @@ def test_report_of_nothing_says_what_it_expected(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "fedkube.cli", "report", str(tmp_path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "has no metrics.json" in result.stderr
+
+
+def test_fedkube_run_report_writes_the_report_at_the_end(tmp_path: Path) -> None:
+    manifest = tmp_path / "tiny.yaml"
+    doc = job_doc("tiny", partitions=2, rounds=2, min_available=2, localEpochs=1, joinTimeoutSeconds=300)
+    manifest.write_text(yaml.safe_dump(doc))
+    run_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "fedkube.cli", "run", str(manifest), "--output-dir", str(run_dir),
+                             "--report", "--log-format", "json"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"report of tiny (2 rounds): {run_dir / 'report' / 'summary.md'}" in result.stdout
+    for name in ("summary.md", *PLOTS, "overview.png"):
+        assert (run_dir / "report" / name).stat().st_size > 0, name
+    lines = (run_dir / "logs" / "client-0.log").read_text().splitlines()
+    assert all(json.loads(line)["job"] == "tiny" for line in lines if line.startswith("{"))

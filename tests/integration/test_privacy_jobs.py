@@ -66,7 +66,7 @@ def test_budget_stops_the_job_before_the_round_that_would_exceed_it(run_job):
     assert "train_loss" not in job.metrics()[-1]  # un-noised client metrics stay private
     store = open_store(f"file://{job.run.run_dir}/checkpoints")
     assert list_rounds(store) == [2]  # the last round is kept although everyRounds is 4
-    assert read_checkpoint(store, 2).state["privacy"]["events"][0]["count"] == 2
+    assert read_checkpoint(store, 2).state["parts"]["privacy"]["events"][0]["count"] == 2
     assert store.exists("final/weights.safetensors")
 
 

@@ -256,3 +256,27 @@ def test_checkpoints_cli_against_s3(s3_server: str, s3_bucket: str, tmp_path: Pa
     assert "ok (verified) (latest)" in out
     np.testing.assert_array_equal(load_file(target)["w"], weights["w"])
     assert err == "error: bucket 'no-such-bucket' does not exist (s3://no-such-bucket/job/latest)\n"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "alter", "delete"])
+def test_a_damaged_s3_checkpoint_is_skipped_for_the_previous_one(
+        s3_server: str, s3_bucket: str, damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    store = S3Store(f"s3://{s3_bucket}/job", s3_server)
+    for n in (1, 2):
+        write_checkpoint(store, n, {"w": np.full(1000, n, np.float32)}, {}, {"round": n, "history": []}, keep_last=3)
+    s3, key = boto3.client("s3", endpoint_url=s3_server), "job/round-000002/weights.safetensors"
+    data = s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+    if damage == "truncate":
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=data[:-10])
+    elif damage == "alter":
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=data[:-1] + bytes([data[-1] ^ 1]))
+    else:
+        s3.delete_object(Bucket=s3_bucket, Key=key)
+
+    with caplog.at_level(logging.WARNING, logger="fedkube.checkpoint"):
+        restored = latest_checkpoint(store)
+
+    assert restored is not None and restored.round == 1
+    np.testing.assert_array_equal(restored.weights["w"], np.full(1000, 1, np.float32))
+    assert f"skipping checkpoint round 2 in s3://{s3_bucket}/job" in caplog.text
+    assert f"s3://{s3_bucket}/{key}" in caplog.text

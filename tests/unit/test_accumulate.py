@@ -1,5 +1,7 @@
 """The streaming weighted sum and FedAvg, checked against hand computations."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -56,8 +58,8 @@ def test_nan_in_a_late_chunk_is_rejected_and_taken_back_out():
         fold.add(0, 16, bad[4:].tobytes())
     assert info.value.reason == "non_finite"
     fold.abort()
-    np.testing.assert_allclose(acc.sums[0], np.full(6, 2.0), atol=1e-6)
     assert acc.count == 1
+    np.testing.assert_array_equal(acc.mean()["w"], np.ones(6, np.float32))
 
 
 @pytest.mark.parametrize("update, reason", [
@@ -77,3 +79,80 @@ def test_wrong_tensors_are_refused_before_any_data(update, reason):
 def test_non_positive_weight_is_refused(weight):
     with pytest.raises(UpdateRejected):
         WeightedSum([TensorSpec("w", "float32", (1,))]).begin(weight)
+
+
+def test_the_mean_does_not_depend_on_the_order_updates_arrive_in():
+    rng = np.random.default_rng(7)
+    specs = [TensorSpec("w", "float32", (2000,))]
+    # Magnitudes spread over ten orders, mixed signs: plain float32 sums differ between orders.
+    updates = [(int(rng.integers(1, 500)),
+                (rng.choice([-1.0, 1.0], 2000) * 10.0 ** rng.uniform(-8, 2, 2000)).astype(np.float32))
+               for _ in range(8)]
+
+    means, naive = [], []
+    for _ in range(6):
+        order = rng.permutation(len(updates))
+        acc = WeightedSum(specs)
+        plain = np.zeros(2000, np.float32)
+        for i in order:
+            n, values = updates[i]
+            fold_update(acc, n, {"w": values}, chunk_bytes=4096)
+            plain += values * np.float32(n)
+        means.append(acc.mean()["w"])
+        naive.append(plain)
+
+    assert any(not np.array_equal(naive[0], other) for other in naive[1:])  # the hazard is real
+    for other in means[1:]:
+        assert other.tobytes() == means[0].tobytes()
+    total = sum(n for n, _ in updates)
+    exact = [float(sum(Fraction(n) * Fraction(float(v[j])) for n, v in updates) / total) for j in range(50)]
+    np.testing.assert_array_equal(means[0][:50], np.array(exact, np.float32))
+
+
+def test_an_aborted_update_leaves_the_same_bits_as_one_never_sent():
+    specs = [TensorSpec("w", "float32", (100,))]
+    rng = np.random.default_rng(3)
+    good = [rng.standard_normal(100).astype(np.float32) for _ in range(3)]
+    clean, dirty = WeightedSum(specs), WeightedSum(specs)
+    for values in good:
+        fold_update(clean, 5, {"w": values})
+    fold_update(dirty, 5, {"w": good[0]})
+    fold = dirty.begin(7)
+    fold.add(0, 0, (rng.standard_normal(50) * 1e3).astype(np.float32).tobytes())
+    fold.abort()
+    for values in good[1:]:
+        fold_update(dirty, 5, {"w": values})
+
+    assert clean.mean()["w"].tobytes() == dirty.mean()["w"].tobytes()
+
+
+def test_huge_but_finite_values_are_folded_exactly():
+    acc = WeightedSum([TensorSpec("w", "float32", (3,))])
+    fold_update(acc, 2, {"w": np.array([1e30, -1e30, 3.0], np.float32)})
+    np.testing.assert_allclose(acc.mean()["w"], [1e30, -1e30, 3.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("values, dtype, weight, reason", [
+    ([1.0, np.inf, 2.0], "float32", 1, "non_finite"),
+    ([1.0, -np.inf, 2.0], "float32", 1, "non_finite"),
+    ([1e308, 1.0, 1.0], "float64", 10, "overflow"),
+])
+def test_non_finite_or_overflowing_chunks_never_reach_the_sum(values, dtype, weight, reason):
+    acc = WeightedSum([TensorSpec("w", dtype, (3,))])
+    fold_update(acc, 1, {"w": np.ones(3, dtype)})
+    fold = acc.begin(weight)
+    with pytest.raises(UpdateRejected) as info, np.errstate(over="ignore"):
+        fold.add(0, 0, np.array(values, dtype).tobytes())
+    assert info.value.reason == reason
+    fold.abort()
+    np.testing.assert_array_equal(acc.mean()["w"], np.ones(3))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_every_float_dtype_is_weighted_and_averaged(dtype):
+    acc = WeightedSum([TensorSpec("w", dtype, (4,))])
+    fold_update(acc, 1, {"w": np.array([1, 2, 3, 4], dtype)}, chunk_bytes=8)
+    fold_update(acc, 3, {"w": np.array([4, 3, 2, 1], dtype)}, chunk_bytes=8)
+    mean = acc.mean()["w"]
+    assert mean.dtype == np.result_type(dtype, np.float32)
+    np.testing.assert_allclose(mean, [3.25, 2.75, 2.25, 1.75])

@@ -10,7 +10,7 @@ import pytest
 from fedkube.aggregator.accumulate import UpdateRejected
 from fedkube.he.aggregate import CiphertextSum
 from fedkube.he.codec import decrypt_mean, encrypt_weighted
-from fedkube.he.keys import ensure_key_files, load_context, make_context, public_bytes, secret_bytes
+from fedkube.he.keys import ensure_secret_file, load_context, make_context, public_bytes, public_context, secret_bytes
 from fedkube.he.params import CkksParams, ckks_params
 from fedkube.he.session import CkksClientCodec, aggregator_strategy
 from fedkube.he.wire import is_encrypted
@@ -23,8 +23,8 @@ PARAMS = ckks_params(None)
 
 @pytest.fixture(scope="module")
 def contexts():
-    context = make_context(PARAMS)
-    return load_context(secret_bytes(context)), load_context(public_bytes(context))
+    """The clients' secret context and the aggregator's, made from the parameters alone."""
+    return load_context(secret_bytes(make_context(PARAMS))), public_context(PARAMS)
 
 
 def random_model(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -78,31 +78,32 @@ def test_an_aborted_update_leaves_the_sum_as_if_it_never_came(contexts):
 
 def test_the_aggregator_context_cannot_decrypt_and_refuses_to_be_secret(contexts, tmp_path):
     secret, public = contexts
-    assert not public.is_private()
-    encrypted = encrypt_weighted(secret, PARAMS.slots, random_model(np.random.default_rng(3)), 1.0)
-    acc = CiphertextSum(public, PARAMS, specs_of(random_model(np.random.default_rng(3))))
-    stream(acc, encrypted, 1.0).commit()
+    assert not public.is_private() and not public.has_public_key()
+    template = random_model(np.random.default_rng(3))
+    acc = CiphertextSum(public, PARAMS, specs_of(template))
+    stream(acc, encrypt_weighted(secret, PARAMS.slots, template, 1.0), 1.0).commit()
     with pytest.raises(PermissionError, match="no secret key"):
         decrypt_mean(public, acc.encrypted())
     with pytest.raises(ValueError, match="public CKKS context"):
         CiphertextSum(secret, PARAMS, [])
-    secret_path, public_path = ensure_key_files(tmp_path / "keys", PARAMS)
-    assert secret_path.stat().st_mode & 0o777 == 0o600 and public_path.stat().st_mode & 0o777 == 0o600
-    assert len(public_path.read_bytes()) < 1000  # parameters only: no secret, public or Galois keys
-    template = random_model(np.random.default_rng(0))
-    with pytest.raises(ValueError, match="must only get the public context"):
-        aggregator_strategy(secret_path, PARAMS, template)
+    secret_path = ensure_secret_file(tmp_path / "keys", PARAMS)
+    assert secret_path.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "keys").stat().st_mode & 0o777 == 0o700
+    public_file = tmp_path / "public.ctx"
+    public_file.write_bytes(public_bytes(make_context(PARAMS)))
     with pytest.raises(ValueError, match="cannot decrypt the global model"):
-        CkksClientCodec(public_path, PARAMS)
-    assert ensure_key_files(tmp_path / "keys", PARAMS) == (secret_path, public_path)  # kept for a resume
+        CkksClientCodec(public_file, PARAMS)
+    with pytest.raises(ValueError, match="needs --ckks-context"):
+        CkksClientCodec(None, PARAMS)
+    before = secret_path.read_bytes()
+    assert ensure_secret_file(tmp_path / "keys", PARAMS) == secret_path and secret_path.read_bytes() == before
 
 
-def test_client_codec_passes_the_initial_model_and_decrypts_later_ones(contexts, tmp_path):
-    secret_path, public_path = ensure_key_files(tmp_path / "keys", PARAMS)
-    codec = CkksClientCodec(secret_path, PARAMS)
+def test_client_codec_passes_the_initial_model_and_decrypts_later_ones(tmp_path):
+    codec = CkksClientCodec(ensure_secret_file(tmp_path / "keys", PARAMS), PARAMS)
     model = random_model(np.random.default_rng(4))
     assert codec.global_weights(model) is model
-    acc = aggregator_strategy(public_path, PARAMS, model).new_round(specs_of(model))
+    acc = aggregator_strategy(PARAMS, model).new_round(specs_of(model))
     stream(acc, codec.update(model, 7), 7).commit()
     aggregate = acc.encrypted()
     assert is_encrypted(aggregate)

@@ -69,6 +69,7 @@ def test_unknown_context_field_and_format_are_refused() -> None:
     ["aggregator", "--manifest", "m", "--log-format", "json"],
     ["client", "--manifest", "m", "--partition", "0", "--aggregator", "a:1", "--log-format", "json"],
     ["report", "runs/x", "--log-format", "json"],
+    ["checkpoints", "ls", "file:///c", "--log-format", "json"],
 ])
 def test_every_command_takes_log_format(argv: list[str]) -> None:
     assert build_parser().parse_args(argv).log_format == "json"

@@ -11,9 +11,11 @@ import yaml
 from cryptography import x509
 
 from fedkube.cli import build_parser
+from fedkube.he.keys import load_context
 from fedkube.plan import make_plan
 from fedkube.secure.tls import make_transport_material, partition_of
 from fedkube.spec import parse_manifest
+from fedkube_operator.manifest import admission_errors
 from fedkube_operator.names import AGGREGATOR, Slot
 from fedkube_operator.render import (
     MANIFEST_KEY,
@@ -266,3 +268,29 @@ def test_slot_names() -> None:
     assert Slot(4).pod_name("j", 0) == "j-client-4"
     assert Slot(4).pod_name("j", 2) == "j-client-4-retry-2"
     assert AGGREGATOR.base_name("j") == "j-aggregator"
+
+
+def test_a_ckks_key_reaches_client_pods_only() -> None:
+    plan = plan_of(secureAggregation={"mode": "ckks"}, transport={"tls": False})
+    secrets = _secrets(render_job_objects(plan, OWNER, CONFIG))
+    assert list(secrets) == ["digits-ckks"]
+    context = load_context(base64.b64decode(secrets["digits-ckks"]["data"]["ckks-secret.ctx"]))
+    assert context.is_private()
+    aggregator, *clients = all_pods(plan)
+    assert not [v for v in aggregator["spec"]["volumes"] if "secret" in v]
+    assert "--ckks-context" not in aggregator["spec"]["containers"][0]["command"]
+    for pod in clients:
+        assert [v for v in pod["spec"]["volumes"] if "secret" in v] == [
+            {"name": "ckks", "secret": {"secretName": "digits-ckks", "defaultMode": 0o440}}]
+        container = pod["spec"]["containers"][0]
+        assert {"name": "ckks", "mountPath": "/etc/fedkube/ckks", "readOnly": True} in container["volumeMounts"]
+        args = build_parser().parse_args(container["command"][1:])
+        assert args.ckks_context == "/etc/fedkube/ckks/ckks-secret.ctx"
+
+
+def test_a_ckks_key_too_large_for_a_secret_is_refused_at_admission() -> None:
+    big = manifest(secureAggregation={"mode": "ckks", "ckks": {"polyModulusDegree": 16384,
+                                                               "coeffModBits": [60, 40, 40, 60]}})
+    errors = admission_errors("CREATE", big, None)
+    assert [e.path for e in errors] == ["spec.secureAggregation.ckks"] and "1 MiB" in errors[0].message
+    assert admission_errors("CREATE", manifest(secureAggregation={"mode": "ckks"}), None) == []

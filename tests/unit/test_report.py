@@ -29,6 +29,13 @@ PRIVATE = RunRecord(
     manifest={"spec": {"data": {"partitions": 4}, "rounds": 3, "privacy": {"targetEpsilon": 8.0, "delta": 1e-5}}})
 
 
+def test_a_job_stopped_by_its_budget_says_so() -> None:
+    stopped = RunRecord(PRIVATE.source, PRIVATE.job, PRIVATE.history, PRIVATE.manifest,
+                        {"phase": "Succeeded", "reason": "PrivacyBudgetExhausted", "message": "round 4 would exceed"})
+    assert "| stopped early | PrivacyBudgetExhausted: round 4 would exceed |" in summary_markdown(stopped)
+    assert "stopped early" not in summary_markdown(PRIVATE)
+
+
 def test_epsilon_plot_has_a_point_per_round_and_the_budget() -> None:
     (ax,) = PLOTS["epsilon.png"](PRIVATE).axes
     spent, target = ax.get_lines()

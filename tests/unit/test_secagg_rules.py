@@ -28,10 +28,10 @@ def doc(secure: dict[str, Any], **spec: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("name, manifest, field, message", [
     ("threshold above minAvailable", doc({"mode": "secagg+", "threshold": 7}),
      "spec.secureAggregation.threshold", "exceeds spec.clients.minAvailable (6)"),
-    ("threshold below a majority of the neighbourhood", doc({"mode": "secagg+", "threshold": 3}),
-     "spec.secureAggregation.threshold", "below the safe minimum 4"),
+    ("threshold below a majority of the share holders", doc({"mode": "secagg+", "threshold": 4}),
+     "spec.secureAggregation.threshold", "below the safe minimum 5"),
     ("threshold above the neighbourhood", doc({"mode": "secagg+", "threshold": 5, "neighbours": 4}),
-     "spec.secureAggregation.threshold", "exceeds the 4 neighbours"),
+     "spec.secureAggregation.threshold", "exceeds the 4 neighbours each client has"),
     ("a ring that could overflow", doc({"mode": "secagg+", "bits": 24}),
      "spec.secureAggregation.bits", "at least 28"),
     ("median under secure aggregation", doc({"mode": "secagg+"}, strategy={"name": "median"}),
@@ -58,7 +58,7 @@ def test_refused_with_the_field(name: str, manifest: dict, field: str, message: 
 
 
 @pytest.mark.parametrize("secure, threshold", [
-    ({"mode": "secagg+"}, 4),                                   # complete graph of 8: 7 neighbours
+    ({"mode": "secagg+"}, 5),                                   # complete graph of 8: 7 neighbours + itself
     ({"mode": "secagg+", "neighbours": 4}, 3),                  # SecAgg+: 4 neighbours
     ({"mode": "secagg+", "threshold": 6, "bits": 40, "clipRange": 0.5}, 6),
 ])

@@ -111,6 +111,15 @@ def test_round_events_describe_each_finished_round() -> None:
     assert decision.status["clients"] == {"ready": 3, "joined": 3, "reported": 1, "dropped": 0, "rejected": 0}
 
 
+def test_bytes_on_the_wire_and_compression_reach_the_job_status() -> None:
+    doc = {"phase": "Running", "round": 3, "rounds": 5, "history": [{"round": 2, "accuracy": 0.9}],
+           "metrics": {"accuracy": 0.9, "bytes_in": 4000, "bytes_out": 16000, "round_bytes_in": 2000,
+                       "compression_ratio": 3.9876}}
+    decision = observe(running_pods(), RUNNING_BEFORE, report=AggregatorReport.parse(doc))
+    assert decision.status["metrics"] == {"accuracy": 0.9, "bytesIn": 4000, "bytesOut": 16000,
+                                          "roundBytesIn": 2000, "compressionRatio": 3.988}
+
+
 @pytest.mark.parametrize("name, failed_attempt, finished_ago, previous_restarts, create, events", [
     ("backoff not over", 0, 5, {}, (), []),
     ("backoff over", 0, 11, {}, ((Slot(1), 1),), ["PodFailed"]),

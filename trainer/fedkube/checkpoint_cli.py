@@ -14,6 +14,7 @@ import math
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,7 @@ def round_argument(value: str) -> str:
     raise argparse.ArgumentTypeError(f"expected a round number or 'final', not {value!r}")
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
     """Register `fedkube checkpoints ...` on the main parser's subcommands."""
     parser = sub.add_parser("checkpoints", help="list, inspect, verify and export a job's checkpoints")
     parser.set_defaults(func=run_command)
@@ -183,19 +184,20 @@ def add_parser(sub: Any) -> None:
     endpoint = argparse.ArgumentParser(add_help=False)
     endpoint.add_argument("--endpoint-url", help="S3-compatible endpoint (else FEDKUBE_S3_ENDPOINT_URL, "
                                                  "AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS itself)")
+    shared = [endpoint, *parents]  # every subcommand also takes the main parser's common flags
 
-    p = commands.add_parser("ls", parents=[endpoint], help="rounds under URI, newest last, with the latest marked")
+    p = commands.add_parser("ls", parents=shared, help="rounds under URI, newest last, with the latest marked")
     p.add_argument("uri", help="checkpoint URI: s3://bucket/prefix or file:///path")
     p.add_argument("--verify", action="store_true",
                    help="download and check every object against its manifest (exit 1 if any round is unusable)")
     p.set_defaults(command=cmd_ls)
 
-    p = commands.add_parser("show", parents=[endpoint], help="verify one checkpoint and describe it")
+    p = commands.add_parser("show", parents=shared, help="verify one checkpoint and describe it")
     p.add_argument("location", help="URI (the latest round), URI/round-N or URI/final")
     p.add_argument("--json", action="store_true", help="print a JSON document")
     p.set_defaults(command=cmd_show)
 
-    p = commands.add_parser("export", parents=[endpoint], help="write a checkpoint's verified weights to a file")
+    p = commands.add_parser("export", parents=shared, help="write a checkpoint's verified weights to a file")
     p.add_argument("uri", help="URI, URI/round-N or URI/final")
     p.add_argument("--round", type=round_argument, help="round number or 'final' (default: the latest round)")
     p.add_argument("--to", required=True, help="target .safetensors file")

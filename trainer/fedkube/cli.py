@@ -95,8 +95,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     options = ServeOptions(args.host, args.port, args.status_port, args.metrics_port, output_dir,
                            Path(args.ready_file) if args.ready_file else None,
                            Path(args.termination_log) if args.termination_log else None,
-                           tls=_tls_identity(job, args.tls_dir),
-                           ckks_context=Path(args.ckks_context) if args.ckks_context else None)
+                           tls=_tls_identity(job, args.tls_dir))
     return run_aggregator(plan.aggregator, options)
 
 
@@ -156,8 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
     p.add_argument("--termination-log", help="write the final status document here (a pod's termination message)")
     p.add_argument("--tls-dir", default=str(DEFAULT_TLS_DIR), help=TLS_HELP)
-    p.add_argument("--ckks-context", default=os.environ.get("FEDKUBE_CKKS_CONTEXT"),
-                   help="the job's public CKKS context (secureAggregation.mode ckks)")
     p.set_defaults(func=cmd_aggregator)
 
     p = sub.add_parser("client", parents=[common], help="train one partition (what a client pod runs)")
@@ -177,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="folder for the report (default RUN_DIR/report, else ./report-JOB)")
     p.set_defaults(func=cmd_report)
 
-    checkpoint_cli.add_parser(sub)
+    checkpoint_cli.add_parser(sub, [common])
     return parser
 
 

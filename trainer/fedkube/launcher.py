@@ -65,7 +65,7 @@ class LocalRun:
     console: Console
     log_format: str = "text"
     children: list[Child] = field(default_factory=list)
-    ckks_contexts: tuple[Path, Path] | None = None  # (secret, public) for secureAggregation.mode ckks
+    ckks_secret: Path | None = None  # the job's secret CKKS context, for clients only (secureAggregation.mode ckks)
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log = self.run_dir / "logs" / f"{name}.log"
@@ -93,11 +93,11 @@ class LocalRun:
             self.console.print("[bold red]spec.transport.tls is false: MUTUAL TLS IS OFF, updates travel in clear "
                                "text and any local process can speak for any partition (debugging only)[/bold red]")
         secure = self.job.spec.secure_aggregation
-        if secure.mode == "ckks":  # ephemeral job keys: clients get the secret context, the aggregator the public one
-            from fedkube.he.keys import ensure_key_files
+        if secure.mode == "ckks":  # an ephemeral job key, for the clients' eyes only
+            from fedkube.he.keys import ensure_secret_file
             from fedkube.he.params import ckks_params
 
-            self.ckks_contexts = ensure_key_files(self.run_dir / "keys", ckks_params(secure.ckks))
+            self.ckks_secret = ensure_secret_file(self.run_dir / "keys", ckks_params(secure.ckks))
         return manifest
 
     @property
@@ -120,19 +120,20 @@ class LocalRun:
         weights = decrypted_final_model(store, secret_context)
         return evaluate_model(self.job.spec.task, weights).get("accuracy")
 
-    def _ckks_args(self, secret: bool) -> list[str]:
-        if self.ckks_contexts is None:
-            return []
-        return ["--ckks-context", str(self.ckks_contexts[0 if secret else 1])]
+    def _ckks_args(self) -> list[str]:
+        return [] if self.ckks_secret is None else ["--ckks-context", str(self.ckks_secret)]
 
-    def start_aggregator(self, manifest: Path) -> dict[str, int]:
-        """Start the aggregator on free ports; returns {"port", "status_port"} once it serves."""
+    def start_aggregator(self, manifest: Path, port: int = 0) -> dict[str, int]:
+        """Start the aggregator (gRPC on `port`, 0 for a free one); returns {"port", "status_port"} once it serves.
+
+        A restarted aggregator must take the old port, so its clients find it again.
+        """
         ready = self.run_dir / "ready.json"
         ready.unlink(missing_ok=True)
         aggregator = self._spawn("aggregator", [
-            "aggregator", "--manifest", str(manifest), "--host", "127.0.0.1", "--port", "0",
+            "aggregator", "--manifest", str(manifest), "--host", "127.0.0.1", "--port", str(port),
             "--status-port", "0", "--metrics-port", "0", "--output-dir", str(self.run_dir), "--ready-file", str(ready),
-            *self._tls_args("aggregator"), *self._ckks_args(secret=False)])
+            *self._tls_args("aggregator")])
         deadline = time.monotonic() + READY_TIMEOUT
         while not ready.exists():
             if aggregator.process.poll() is not None:
@@ -148,7 +149,7 @@ class LocalRun:
         return self._spawn(f"client-{partition}", ["client", "--manifest", str(manifest), "--partition",
                                                    str(partition), "--aggregator", f"127.0.0.1:{port}",
                                                    *self._tls_args(client_identity(partition)),
-                                                   *self._ckks_args(secret=True)])
+                                                   *self._ckks_args()])
 
     def start(self, manifest: Path) -> dict[str, int]:
         ports = self.start_aggregator(manifest)
@@ -279,8 +280,8 @@ def run_local(job: FederatedJob, run_dir: Path, resume: bool = False, console: C
         run.console.print(log_tail(aggregator.log), markup=False, highlight=False)
         return 1
     accuracy = report.accuracy if report is not None else None
-    if run.ckks_contexts is not None:  # the aggregator cannot read a CKKS model; this launcher holds the key
-        accuracy = run.decrypted_final_accuracy(run.ckks_contexts[0])
+    if run.ckks_secret is not None:  # the aggregator cannot read a CKKS model; this launcher holds the key
+        accuracy = run.decrypted_final_accuracy(run.ckks_secret)
     shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
     run.console.print(f"[green]job {job.name} succeeded[/green]: {len(history)} rounds, "
                       f"final test accuracy {shown}; metrics in {run_dir / 'metrics.json'}")

@@ -78,6 +78,7 @@ class ClientPlan:
     compression: CompressionSpec = CompressionSpec()
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
     privacy: PrivacySettings | None = None
+    rewind_rounds: int = 1  # how many rounds a resumed aggregator may ask again: spec.checkpoint.everyRounds
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             compression=spec.compression,
             secure_aggregation=spec.secure_aggregation,
             privacy=privacy,
+            rewind_rounds=spec.checkpoint.every_rounds,
         )
         for p in range(spec.data.partitions)
     )

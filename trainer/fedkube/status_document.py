@@ -79,6 +79,10 @@ class AggregatorReport:
     message: str = ""
     history: tuple[RoundRecord, ...] = ()
     reason: str = ""  # why the job ended early, e.g. PrivacyBudgetExhausted
+    bytes_in: int = 0      # update bytes on the wire so far, and in the last round
+    bytes_out: int = 0
+    round_bytes_in: int = 0
+    compression_ratio: float | None = None
 
     @property
     def completed_round(self) -> int:
@@ -120,7 +124,10 @@ class AggregatorReport:
             accuracy=number(metrics.get("accuracy")), loss=number(metrics.get("loss")),
             checkpoint=dict(checkpoint) if isinstance(checkpoint, Mapping) else None,
             privacy=dict(privacy) if isinstance(privacy, Mapping) else None,
-            message=str(doc.get("message") or ""), history=tuple(history), reason=str(doc.get("reason") or ""))
+            message=str(doc.get("message") or ""), history=tuple(history), reason=str(doc.get("reason") or ""),
+            bytes_in=_count(metrics.get("bytes_in")), bytes_out=_count(metrics.get("bytes_out")),
+            round_bytes_in=_count(metrics.get("round_bytes_in")),
+            compression_ratio=number(metrics.get("compression_ratio")))
 
     @classmethod
     def parse_text(cls, text: str) -> AggregatorReport | None:

@@ -147,14 +147,16 @@ class Coordinator:
 
     async def submit(self, partition: int, round_number: int, ticket: str, num_examples: int,
                      metrics: dict[str, float], specs: list[TensorSpec],
-                     chunks: AsyncIterator[bytes]) -> None:
+                     chunks: AsyncIterator[memoryview]) -> None:
         """Fold one streamed update into the round. Raises UpdateRejected, always counted."""
         state = self.round
+        seated = False  # only an update that holds this round's seat can lose it by being bad
         try:
             if state is None or state.closed or round_number != state.number:
                 raise UpdateRejected("late", f"round {round_number} is not open")
-            if state.tickets.get(partition) != ticket:
+            if state.tickets.get(partition) != ticket:  # e.g. a ticket from before an aggregator restart
                 raise UpdateRejected("not_selected", f"partition {partition} holds no seat in round {state.number}")
+            seated = True
             if partition in state.reported or partition in state.rejected:
                 raise UpdateRejected("duplicate", f"partition {partition} already answered round {state.number}")
             fold = state.accumulator.begin(float(num_examples))
@@ -165,7 +167,7 @@ class Coordinator:
                 await self._fold_stream(state, partition, decoder, specs, chunks)
         except UpdateRejected as exc:
             self.rejected_total[exc.reason] += 1
-            if state is not None and not state.closed and partition in state.pending():
+            if seated and state is not None and not state.closed and partition in state.pending():
                 state.rejected[partition] = exc.reason
                 self._maybe_answered(state)
             log.warning("update rejected: %s (%s)", exc, exc.reason, extra={"partition": partition})
@@ -176,7 +178,7 @@ class Coordinator:
         self._maybe_answered(state)
 
     async def _fold_stream(self, state: RoundState, partition: int, decoder: WireDecoder,
-                           specs: list[TensorSpec], chunks: AsyncIterator[bytes]) -> None:
+                           specs: list[TensorSpec], chunks: AsyncIterator[memoryview]) -> None:
         if state.closed:
             raise UpdateRejected("late", f"round {state.number} closed")
         fold = decoder.fold
@@ -264,6 +266,20 @@ class Coordinator:
         return RoundOutcome(number, selected, sorted(state.reported), dropped, dict(state.rejected),
                             state.accumulator, state.train_metrics, state.bytes_in, state.bytes_out,
                             time.monotonic() - started, ratio, state.client_metrics)
+
+    # --- checkpointed state (see aggregator/state.py) ----------------------------------------
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The job-wide client counters, and the sampler, whose whole state is its seed (see `sample`)."""
+        return {"dropped_total": self.dropped_total, "rejected_total": dict(self.rejected_total),
+                "sampler": {"seed": self.plan.seed, "sampling": self.plan.sampling}}, {}
+
+    def load_state(self, scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.dropped_total = int(scalars.get("dropped_total", 0))
+        self.rejected_total = Counter(scalars.get("rejected_total", {}))
+        sampler = scalars.get("sampler", {})
+        if sampler and sampler.get("seed") != self.plan.seed:
+            log.warning("spec.seed changed from %s to %s since the checkpoint: later rounds sample other clients",
+                        sampler.get("seed"), self.plan.seed)
 
     async def finish(self, end: JobEnd) -> None:
         self.end = end

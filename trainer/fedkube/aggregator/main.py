@@ -3,7 +3,9 @@
 A round: sample clients, stream them the global weights, fold their updates into the
 strategy's accumulator as they arrive, step the global model, evaluate centrally, checkpoint,
 publish status. An aggregator started where checkpoints exist continues from the newest
-valid one, so a crashed or rescheduled aggregator resumes instead of starting over.
+valid one, so a crashed or rescheduled aggregator resumes instead of starting over; since
+sampling, client training and aggregation are all deterministic, it ends with the very bits
+an uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import torch
@@ -27,6 +29,14 @@ from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
 from fedkube.aggregator.metrics import exposition
 from fedkube.aggregator.secagg import SecAggRounds
 from fedkube.aggregator.servicer import AggregatorServicer
+from fedkube.aggregator.state import (
+    ResumeError,
+    ScalarState,
+    Stateful,
+    gather,
+    restore,
+    weights_in_model_order,
+)
 from fedkube.aggregator.status import StatusBoard, serve_http, status_routes, termination_message
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.he.wire import is_encrypted
@@ -34,10 +44,10 @@ from fedkube.logs import set_context
 from fedkube.plan import METRICS_PORT, STATUS_PORT, AggregatorPlan
 from fedkube.privacy.base import BUDGET_EXHAUSTED
 from fedkube.privacy.build import aggregator_privacy
-from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import specs_of
+from fedkube.protocol.wire import add_aggregator_service
 from fedkube.secure.tls import Identity
-from fedkube.stores import open_store
+from fedkube.stores import StoreError, open_store
 from fedkube.strategies import Strategy, Weights, build_strategy
 from fedkube.tasks import Task, load_task
 from fedkube.weights import get_weights, set_weights
@@ -47,6 +57,9 @@ log = logging.getLogger(__name__)
 GRPC_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
 # After the job ends, keep answering so every connected client hears that it is over.
 LINGER_SECONDS = 10.0
+# How long the last checkpoint and the final export keep retrying a failing store before the job fails.
+MUST_WRITE_SECONDS = 300.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,7 +72,6 @@ class ServeOptions:
     ready_file: Path | None = None
     termination_log: Path | None = None  # where a pod's final status document goes (Kubernetes reads it)
     tls: Identity | None = None  # None: plaintext, only when the spec opts out
-    ckks_context: Path | None = None  # the job's public CKKS context, for secureAggregation.mode ckks
 
 
 class Evaluator:
@@ -106,6 +118,7 @@ def history_entry(outcome: RoundOutcome, completed: bool, evaluation: dict[str, 
         "bytes_out": outcome.bytes_out,
         "compression_ratio": None if outcome.compression_ratio is None else round(outcome.compression_ratio, 3),
         **train,
+        **{k: v for k, v in evaluation.items() if k not in ("accuracy", "loss")},  # e.g. a forecast's mae
     }
 
 
@@ -141,16 +154,19 @@ class Aggregator:
             from fedkube.he.params import ckks_params
             from fedkube.he.session import aggregator_strategy
 
-            self.strategy = aggregator_strategy(options.ckks_context, ckks_params(plan.secure_aggregation.ckks),
-                                                self.weights)
+            self.strategy = aggregator_strategy(ckks_params(plan.secure_aggregation.ckks), self.weights)
         self.coordinator = Coordinator(plan)
         self.guard = PeerGuard(plan.job, tls=options.tls is not None)
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts, privacy=self.privacy.status())
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
                                 plan.checkpoint.endpoint_url)
+        # Everything a checkpoint carries besides weights and history.
+        self.parts: dict[str, Stateful] = {"strategy": self.strategy, "clients": self.coordinator,
+                                           "privacy": ScalarState(self.privacy)}
         self.secagg = (SecAggRounds(plan, self.coordinator, self.store)
                        if plan.secure_aggregation.mode == "secagg+" else None)
         self.next_round = 1
+        self.must_write_seconds = MUST_WRITE_SECONDS
 
     def _client_counts(self) -> dict[str, int]:
         c, state = self.coordinator, self.coordinator.round
@@ -160,13 +176,24 @@ class Aggregator:
                 **{f"rejected_{k}": v for k, v in sorted(c.rejected_total.items())}, **self.guard.counts()}
 
     def resume(self) -> None:
+        """Continue from the newest valid checkpoint, if any.
+
+        Store errors (no bucket, access denied) propagate, so a misconfigured job fails at start
+        instead of training from round 1 over a checkpoint it could not read.
+        """
         checkpoint = latest_checkpoint(self.store)
         if checkpoint is None:
+            log.info("no checkpoint at %s: starting at round 1", self.store.uri)
             return
-        # Tensors travel in the model's order; a checkpoint's own order is not necessarily that.
-        self.weights = {name: checkpoint.weights[name] for name in self.weights}
-        self.strategy.load_state(checkpoint.state.get("strategy", {}), checkpoint.arrays)
-        self.privacy.load_state(checkpoint.state.get("privacy", {}))
+        owner = checkpoint.state.get("job")
+        if owner != self.plan.job:
+            raise ResumeError(f"{checkpoint.uri} belongs to job {owner!r}, not {self.plan.job!r}: "
+                              "give each job its own spec.checkpoint.uri")
+        if is_encrypted(checkpoint.weights):  # CKKS: the model exists only as ciphertext, which clients check
+            self.weights = checkpoint.weights
+        else:
+            self.weights = weights_in_model_order(self.weights, checkpoint.weights, checkpoint.uri)
+        restore(self.parts, checkpoint.state.get("parts", {}), checkpoint.arrays)
         self.board.privacy = self.privacy.status()
         self.board.history = checkpoint.state.get("history", [])
         self.board.round = checkpoint.round
@@ -174,13 +201,45 @@ class Aggregator:
         self.next_round = checkpoint.round + 1
         log.info("resuming after round %d from %s", checkpoint.round, checkpoint.uri)
 
-    def checkpoint(self, round_number: int) -> None:
-        scalars, arrays = self.strategy.state()
+    def _write_checkpoint(self, round_number: int) -> Callable[[], str]:
+        """Take the state now (between rounds, so it is consistent); the returned call writes it."""
+        scalars, arrays = gather(self.parts)
         state = {"round": round_number, "job": self.plan.job, "seed": self.plan.seed,
-                 "strategy": scalars, "privacy": self.privacy.state(), "history": self.board.history,
-                 "manifest": self.plan.manifest}
-        uri = write_checkpoint(self.store, round_number, self.weights, arrays, state, self.plan.checkpoint.keep_last)
-        self.board.checkpoint = {"uri": uri, "round": round_number}
+                 "parts": scalars, "history": list(self.board.history), "manifest": self.plan.manifest}
+        weights, keep_last = self.weights, self.plan.checkpoint.keep_last
+        return lambda: write_checkpoint(self.store, round_number, weights, arrays, state, keep_last)
+
+    async def _store_write(self, what: str, write: Callable[[], T], must: bool) -> T | None:
+        """Run a store write in a thread, so gRPC and the status endpoint keep answering.
+
+        A failure (after the store's own retries) does not stop training: the finished rounds
+        stay in memory and the next checkpoint carries them all. A write that `must` land (the
+        last checkpoint, the final model) is retried with backoff for `must_write_seconds`.
+        """
+        deadline = time.monotonic() + self.must_write_seconds
+        delay = 1.0
+        while True:
+            try:
+                return await asyncio.to_thread(write)
+            except StoreError as exc:
+                if not must:
+                    log.error("%s failed; training goes on and the next checkpoint retries: %s", what, exc)
+                    return None
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.error("%s failed; retrying in %.0fs (until %.0fs have passed): %s",
+                          what, delay, self.must_write_seconds, exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 30.0)
+
+    async def checkpoint(self, round_number: int, must: bool = False) -> None:
+        uri = await self._store_write(f"checkpoint of round {round_number} to {self.store.uri}",
+                                      self._write_checkpoint(round_number), must)
+        if uri is None:
+            self.board.checkpoint = {**(self.board.checkpoint or {}), "error": (
+                f"checkpoint of round {round_number} to {self.store.uri} failed; retried at the next one")}
+        else:
+            self.board.checkpoint = {"uri": uri, "round": round_number}
 
     def publish(self) -> None:
         write_json_atomic(self.options.output_dir / "metrics.json", self.board.history)
@@ -190,7 +249,7 @@ class Aggregator:
         for number in range(self.next_round, self.plan.rounds + 1):
             exhausted = self.privacy.budget_exhausted()
             if exhausted is not None:
-                return self.stop_early(number - 1, exhausted)
+                return await self.stop_early(number - 1, exhausted)
             if not await self.coordinator.wait_for_quorum(self.plan.join_timeout_seconds):
                 return JobEnd(False, (
                     f"only {len(self.coordinator.live)} of the required {self.plan.min_available} clients "
@@ -221,22 +280,27 @@ class Aggregator:
                 backfill_client_evaluation(self.board.history, outcome.train_metrics)
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
                 with stopwatch(entry, "checkpoint_seconds"):
-                    self.checkpoint(number)
+                    await self.checkpoint(number, must=number == self.plan.rounds)
             self.publish()
             log.info("round %d/%d %s: accuracy=%s reported=%d dropped=%d rejected=%d", number, self.plan.rounds,
                      "completed" if completed else "abandoned", evaluation.get("accuracy"),
                      len(outcome.reported), len(outcome.dropped), len(outcome.rejected))
         set_context(round=None)
-        export_final(self.store, self.weights)
+        await self.export_final_model()
         return JobEnd(True, f"finished {self.plan.rounds} rounds")
 
-    def stop_early(self, last_round: int, message: str) -> JobEnd:
+    async def export_final_model(self) -> None:
+        weights = self.weights
+        await self._store_write(f"export of the final model to {self.store.uri}",
+                                lambda: export_final(self.store, weights), must=True)
+
+    async def stop_early(self, last_round: int, message: str) -> JobEnd:
         """End a job whose privacy budget allows no further round, keeping its last round's model."""
         log.warning("%s", message)
         self.board.privacy = self.privacy.status()
         if last_round and (self.board.checkpoint or {}).get("round") != last_round:
-            self.checkpoint(last_round)
-        export_final(self.store, self.weights)
+            await self.checkpoint(last_round, must=True)
+        await self.export_final_model()
         return JobEnd(True, message, BUDGET_EXHAUSTED)
 
     async def linger(self) -> None:
@@ -246,12 +310,28 @@ class Aggregator:
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.2)  # let the last JobDone messages flush
 
+    def record_end(self, end: JobEnd) -> None:
+        """Publish how the job ended, in the status files and the pod's termination message."""
+        self.board.phase = "Succeeded" if end.succeeded else "Failed"
+        self.board.message, self.board.reason = end.message, end.reason
+        self.publish()
+        if self.options.termination_log is not None:
+            try:
+                self.options.termination_log.write_text(termination_message(self.board.document()))
+            except OSError as exc:
+                log.warning("could not write the termination message: %s", exc)
+
     async def serve(self) -> int:
         set_context(job=self.plan.job)
         self.options.output_dir.mkdir(parents=True, exist_ok=True)
-        self.resume()
+        try:
+            self.resume()
+        except (StoreError, ResumeError) as exc:  # before serving: clients keep waiting for a fixed aggregator
+            log.error("cannot resume from %s: %s", self.store.uri, exc)
+            self.record_end(JobEnd(False, f"cannot resume from {self.store.uri}: {exc}"))
+            return 1
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_AggregatorServicer_to_server(
+        add_aggregator_service(
             AggregatorServicer(self.coordinator, self.board.document, self.guard, self.secagg), server)
         address = f"{self.options.host}:{self.options.port}"
         if self.options.tls is None:
@@ -276,14 +356,7 @@ class Aggregator:
         except Exception as exc:  # any crash still tells clients and the status reader why
             log.exception("aggregator failed")
             end = JobEnd(False, f"aggregator error: {exc}")
-        self.board.phase = "Succeeded" if end.succeeded else "Failed"
-        self.board.message, self.board.reason = end.message, end.reason
-        self.publish()
-        if self.options.termination_log is not None:
-            try:
-                self.options.termination_log.write_text(termination_message(self.board.document()))
-            except OSError as exc:
-                log.warning("could not write the termination message: %s", exc)
+        self.record_end(end)
         await self.coordinator.finish(end)
         await self.linger()
         watcher.cancel()

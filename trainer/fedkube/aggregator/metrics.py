@@ -8,8 +8,10 @@ history instead of restarting them at zero.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import accumulate
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -33,7 +35,12 @@ def job_epsilon(doc: Mapping[str, Any]) -> float | None:
 
 def histogram(name: str, documentation: str, values: Sequence[float], buckets: Iterable[float]) -> Metric:
     """A histogram rebuilt from all observations: cumulative bucket counts, +Inf last."""
-    pairs = [(repr(float(le)), float(sum(v <= le for v in values))) for le in buckets]
+    bounds = sorted(float(le) for le in buckets)
+    counts = [0] * (len(bounds) + 1)
+    for v in values:
+        counts[bisect_left(bounds, v)] += 1  # the first bucket whose bound is >= v
+    cumulative = list(accumulate(counts))
+    pairs = [(repr(le), float(n)) for le, n in zip(bounds, cumulative, strict=False)]
     pairs.append(("+Inf", float(len(values))))
     return HistogramMetricFamily(name, documentation, buckets=pairs, sum_value=float(sum(values)))
 

@@ -170,8 +170,8 @@ class Attempt:
     def can_unmask(self) -> bool:
         """Every secret to rebuild has `threshold` revealed shares from its neighbours."""
         t = self.setup.threshold
-        return all(sum(1 for h, shares in self.revealed.items() if p in shares and h in self.graph[p]) >= t
-                   for p in self.survivors | self.dropped)
+        return all(sum(1 for h, shares in self.revealed.items() if p in shares and (h in self.graph[p] or h == p))
+                   >= t for p in self.survivors | self.dropped)
 
 
 def round_ring(plan: AggregatorPlan) -> Ring:

@@ -14,7 +14,8 @@ from fedkube.aggregator.identity import PeerGuard
 from fedkube.aggregator.secagg import SecAggRounds
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
-from fedkube.protocol.tensors import iter_chunks, spec_from_header
+from fedkube.protocol.tensors import chunk_views, spec_from_header
+from fedkube.protocol.wire import data_message, data_payload, parse_envelope
 from fedkube.secure.secagg import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -53,23 +54,32 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         yield pb.Envelope(round=pb.RoundInfo(
             round=task.number, rounds=self.coordinator.plan.rounds, ticket=task.tickets[request.partition],
             config_json=json.dumps(task.config.get(request.partition, {})), tensors=[s.header() for s in task.specs]))
-        for chunk in iter_chunks(task.weights[s.name] for s in task.specs):
+        for chunk in chunk_views(task.weights[s.name] for s in task.specs):
             task.bytes_out += len(chunk)
-            yield pb.Envelope(data=chunk)
+            yield data_message(chunk)
 
-    async def SubmitUpdate(self, request_iterator: AsyncIterator[pb.Envelope],
+    async def SubmitUpdate(self, request_iterator: AsyncIterator[bytes],
                            context: grpc.aio.ServicerContext) -> pb.SubmitReply:
+        """Messages arrive as raw bytes (see protocol.wire): chunks are folded from gRPC's own buffers."""
         first = await anext(aiter(request_iterator), None)
-        if first is None or not first.HasField("update"):
+        try:
+            envelope = None if first is None else parse_envelope(first)
+        except ValueError:
+            envelope = None
+        if envelope is None or not envelope.HasField("update"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an update stream must start with UpdateInfo")
-        info = first.update
+        info = envelope.update
         await self._bind(context, info.partition)
 
-        async def chunks() -> AsyncIterator[bytes]:
-            async for envelope in request_iterator:
-                if not envelope.HasField("data"):
+        async def chunks() -> AsyncIterator[memoryview]:
+            async for raw in request_iterator:
+                try:
+                    payload = data_payload(raw)
+                except ValueError as exc:
+                    raise UpdateRejected("malformed", str(exc)) from exc
+                if payload is None:
                     raise UpdateRejected("malformed", "only data chunks may follow UpdateInfo")
-                yield envelope.data
+                yield payload
 
         try:
             await self.coordinator.submit(info.partition, info.round, info.ticket, info.num_examples,

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from fedkube.client.corrections import LocalCorrections
+from fedkube.client.rewind import RoundRewind
 from fedkube.client.secagg import SecAggParticipant
-from fedkube.compression import build_codec
+from fedkube.compression import Codec, build_codec
 from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
 from fedkube.privacy.build import client_privacy
@@ -95,6 +96,7 @@ class Client:
         self.codec = build_codec(plan.compression)   # lives as long as the client: top-k's residuals
         self.mu = proximal_mu(plan.strategy)
         self.variates: Weights = {}                    # SCAFFOLD's client control variate c_i
+        self.rewind: RoundRewind[tuple[Weights, Codec]] = RoundRewind(plan.rewind_rounds)
 
     def _retrying(self, what: str, call):  # type: ignore[no-untyped-def]
         """Run `call` until it succeeds, backing off while the aggregator is unreachable."""
@@ -139,6 +141,7 @@ class Client:
     def train_round(self, info: pb.RoundInfo, received: Weights,
                     secagg: SecAggParticipant | None = None) -> Iterator[pb.Envelope]:
         global_weights, server_variates = split_variates(self.ckks.global_weights(received) if self.ckks else received)
+        self.variates, self.codec = self.rewind.start(info.round, (self.variates, self.codec))
         set_weights(self.model, global_weights)
         evaluation = self._evaluate_global()
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
@@ -147,6 +150,7 @@ class Client:
         if server_variates:
             own = {n: self.variates.get(n, np.zeros_like(c)) for n, c in server_variates.items()}
             drift = {n: c - own[n] for n, c in server_variates.items()}
+        torch.manual_seed(seed)  # dropout and other global-RNG draws repeat when a round is retrained
         with LocalCorrections(self.model, self.mu, drift) as corrections:
             result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
         local = get_weights(self.model)

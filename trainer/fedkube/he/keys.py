@@ -1,8 +1,8 @@
-"""The job's CKKS key pair: a secret context for clients, a public one for the aggregator.
+"""The job's CKKS keys: one secret context, shared by the clients and by no one else.
 
-The aggregator only adds ciphertexts, so its context carries the parameters and nothing else:
-no secret key, not even a public key. Clients share one secret context, made once per job;
-with it they encrypt their updates and decrypt the aggregate into the next global model.
+Clients encrypt their updates and decrypt the aggregate with it. The aggregator only adds
+ciphertexts, so its context carries the parameters and nothing else: no secret key, not even
+a public key.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ from pathlib import Path
 
 import tenseal as ts
 
-from fedkube.he.params import CkksParams
-
-SECRET_FILE = "ckks-secret.ctx"
-PUBLIC_FILE = "ckks-public.ctx"
+from fedkube.he.params import SECRET_FILE, CkksParams
 
 
 def make_context(params: CkksParams) -> ts.Context:
@@ -46,18 +43,23 @@ def read_context(path: Path) -> ts.Context:
     return load_context(Path(path).read_bytes())
 
 
-def ensure_key_files(directory: Path, params: CkksParams) -> tuple[Path, Path]:
-    """Key material for a local run, (secret path, public path), readable by the owner only.
+def public_context(params: CkksParams) -> ts.Context:
+    """The aggregator's context: the parameters and nothing else.
 
-    Existing files are kept, so a resumed run can still decrypt its checkpointed aggregate.
+    It is made from the job's parameters, not shipped: a context without keys is the same
+    whatever keys were drawn, so the aggregator needs no key material at all (a pod has no
+    Secret to mount) and can add any ciphertext made under those parameters, but decrypt none.
     """
-    paths = directory / SECRET_FILE, directory / PUBLIC_FILE
-    if all(p.exists() for p in paths):
-        return paths
+    return load_context(public_bytes(make_context(params)))
+
+
+def ensure_secret_file(directory: Path, params: CkksParams) -> Path:
+    """The secret context of a local run, readable by its owner only (kept if present, for a resume)."""
+    path = directory / SECRET_FILE
+    if path.exists():
+        return path
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    context = make_context(params)
-    for path, data in zip(paths, (secret_bytes(context), public_bytes(context)), strict=True):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-    return paths
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(secret_bytes(make_context(params)))
+    return path

@@ -14,6 +14,7 @@ from fedkube.spec.errors import FieldError
 from fedkube.spec.model import CkksSpec
 
 FIELD = "spec.secureAggregation.ckks"
+SECRET_FILE = "ckks-secret.ctx"  # the job's secret context, as clients find it
 DEFAULT_DEGREE = 8192
 DEFAULT_SCALE_BITS = 40
 DEFAULT_COEFF_MOD_BITS = (60, 40, 60)
@@ -44,6 +45,12 @@ def ckks_params(spec: CkksSpec | None) -> CkksParams:
     scale = spec.scale_bits or DEFAULT_SCALE_BITS
     moduli = tuple(spec.coeff_mod_bits) or (DEFAULT_COEFF_MOD_BITS if degree > 4096 else SMALL_COEFF_MOD_BITS)
     return CkksParams(degree, scale, moduli)
+
+
+def secret_context_bytes(params: CkksParams) -> int:
+    """An upper bound on the serialised secret context: a secret key and a two-part public key,
+    each one 8-byte coefficient per slot of the ring per modulus."""
+    return 3 * params.poly_modulus_degree * len(params.coeff_mod_bits) * 8
 
 
 def check_params(params: CkksParams) -> list[FieldError]:

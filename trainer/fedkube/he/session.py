@@ -1,6 +1,6 @@
 """Each side's view of a CKKS job: what the aggregator and a client do with their context.
 
-The aggregator gets a strategy that sums ciphertexts (its context must be public); a client
+The aggregator gets a strategy that sums ciphertexts with a parameters-only context; a client
 gets `CkksClientCodec`, which turns the encrypted aggregate into plain global weights and its
 trained weights into an encrypted, example-weighted update.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from fedkube.checkpoint import FINAL, WEIGHTS, export_weights
 from fedkube.he.aggregate import CkksFedAvg
 from fedkube.he.codec import decrypt_mean, encrypt_weighted
-from fedkube.he.keys import read_context
+from fedkube.he.keys import public_context, read_context
 from fedkube.he.params import CkksParams
 from fedkube.he.wire import is_encrypted
 from fedkube.protocol.tensors import specs_of
@@ -24,13 +24,8 @@ from fedkube.tasks import load_task
 from fedkube.weights import Weights, set_weights
 
 
-def aggregator_strategy(context_path: Path | None, params: CkksParams, template: Weights) -> CkksFedAvg:
-    if context_path is None:
-        raise ValueError("secureAggregation.mode ckks: the aggregator needs --ckks-context (the job's public context)")
-    context = read_context(context_path)
-    if context.is_private():
-        raise ValueError(f"{context_path} holds the CKKS secret key: the aggregator must only get the public context")
-    return CkksFedAvg(context, params, specs_of(template))
+def aggregator_strategy(params: CkksParams, template: Weights) -> CkksFedAvg:
+    return CkksFedAvg(public_context(params), params, specs_of(template))
 
 
 class CkksClientCodec:

@@ -55,8 +55,7 @@ class ClippedFold(UpdateFold):
         norm = math.sqrt(self.squared)
         if self.bound is not None and norm > self.bound:
             excess = 1 - self.bound / norm * (1 - SHRINK)
-            for index, where, values in self._folded:
-                self.target._flat[index][where] -= values * (self.weight * excess)
+            self.take_back(self.weight * excess)
             log.info("an update of norm %.6g was clipped to %.6g at the aggregator", norm, self.bound)
         super().commit()
 

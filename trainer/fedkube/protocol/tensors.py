@@ -7,6 +7,8 @@ folds it straight into a running sum) instead of holding whole messages.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -25,9 +27,10 @@ class TensorSpec:
     dtype: str
     shape: tuple[int, ...]
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        """Cached: receivers ask for it for every chunk."""
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
     def header(self) -> pb.TensorHeader:
         return pb.TensorHeader(name=self.name, dtype=self.dtype, shape=self.shape, nbytes=self.nbytes)
@@ -46,12 +49,18 @@ def byte_view(array: np.ndarray) -> memoryview:
     return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
-def iter_chunks(tensors: Iterable[np.ndarray], chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Each tensor's bytes in order, cut into chunks; one chunk is copied at a time."""
+def chunk_views(tensors: Iterable[np.ndarray], chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
+    """Each tensor's bytes in order, cut into chunks, as views (no copy)."""
     for array in tensors:
         view = byte_view(array)
         for start in range(0, len(view), chunk_bytes):
-            yield bytes(view[start:start + chunk_bytes])
+            yield view[start:start + chunk_bytes]
+
+
+def iter_chunks(tensors: Iterable[np.ndarray], chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Each tensor's bytes in order, cut into chunks; one chunk is copied at a time."""
+    for view in chunk_views(tensors, chunk_bytes):
+        yield bytes(view)
 
 
 def data_envelopes(tensors: Iterable[np.ndarray]) -> Iterator[pb.Envelope]:

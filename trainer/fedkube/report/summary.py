@@ -51,6 +51,8 @@ def final_metrics(record: RunRecord) -> list[str]:
         ("phase", str(record.status.get("phase", "unknown (read from a checkpoint)"))),
         ("rounds finished", f"{len(history)}" + (f" of {planned}" if planned else "")),
         ("rounds completed / abandoned", f"{outcomes['completed']} / {outcomes['abandoned']}")]
+    if record.status.get("reason"):  # e.g. PrivacyBudgetExhausted: the job ended before its last round
+        rows.append(("stopped early", f"{record.status['reason']}: {record.status.get('message', '')}"))
     evaluated = [h for h in history if number(h.get("accuracy")) is not None]
     if evaluated:
         last, best = evaluated[-1], max(evaluated, key=lambda h: h["accuracy"])

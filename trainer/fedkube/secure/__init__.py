@@ -33,10 +33,10 @@ def default_bits(clients: int) -> int:
 
 
 def safe_min_threshold(neighbourhood: int) -> int:
-    """A strict majority of a client's neighbourhood (and never fewer than 2).
+    """A strict majority of a client's share holders: its `neighbourhood` neighbours and itself.
 
-    Shares of a client's self-mask seed and of its masking key go to the same neighbours; with
-    t above half of them, two disjoint groups of neighbours cannot each reconstruct one of the
-    two secrets, so no split view of who dropped can make the aggregator learn both.
+    Shares of a client's self-mask seed and of its masking key go to the same holders; with t
+    above half of them, two disjoint groups of holders cannot each rebuild one of the two
+    secrets, so no split view of who dropped can make the aggregator learn both.
     """
-    return max(2, neighbourhood // 2 + 1)
+    return max(2, (neighbourhood + 1) // 2 + 1)

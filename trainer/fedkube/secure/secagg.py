@@ -3,14 +3,15 @@
 One attempt of a round, for participants on a k-regular communication graph:
 
 1. advertise: each client makes two fresh X25519 key pairs, c (to encrypt shares) and s (to mask).
-2. share: each client draws a self-mask seed b and Shamir-shares b and its s private key t-of-k
-   among its neighbours, each share encrypted with AES-GCM under HKDF(ECDH(c_i, c_j)). The
-   clients whose shares arrive form U2; a client masks with its neighbours in U2.
+2. share: each client draws a self-mask seed b and Shamir-shares b and its s private key t-of-(k+1)
+   among its neighbours and itself, each neighbour's share encrypted with AES-GCM under
+   HKDF(ECDH(c_i, c_j)). The clients whose shares arrive form U2; a client masks with its
+   neighbours in U2.
 3. mask: y_i = x_i + PRG(b_i) + sum over neighbours j in U2 of (+/-) PRG(HKDF(ECDH(s_i, s_j))),
    + when i < j and - when i > j, so every pair cancels in the sum. The masked vectors that
    arrive form U3; U2 minus U3 dropped out after sharing.
-4. unmask: each surviving client reveals, for every neighbour, exactly one share: of b_j when j
-   is in U3, of s_j when j dropped. With t shares each, the aggregator removes the self masks
+4. unmask: each surviving client reveals, for itself and every neighbour, exactly one share: of
+   b_j when j is in U3, of s_j when j dropped. With t shares each, the aggregator removes the self masks
    of U3 and, from the dropped clients' s keys, the pairwise masks U3 added towards them.
 
 The aggregator's side (`unmask`) only ever sees the sum of masked vectors; there is no
@@ -179,15 +180,20 @@ class ClientSession:
         return AESGCM(_derive(shared, b"shares", self.setup.context))
 
     def share(self, keys: Mapping[int, tuple[bytes, bytes]]) -> dict[int, bytes]:
-        """Step 2: encrypted shares of b and of s's private key, one ciphertext per advertised neighbour."""
+        """Step 2: encrypted shares of b and of s's private key, one ciphertext per advertised neighbour.
+
+        We keep one share of each for ourselves, so t survivors are enough to rebuild our self mask.
+        """
         self.peer_keys = {p: (bytes(c), bytes(s)) for p, (c, s) in keys.items() if p in self.neighbours}
         peers = sorted(self.peer_keys)
-        if len(peers) < self.setup.threshold:
+        if len(peers) + 1 < self.setup.threshold:
             raise ProtocolError(f"only {len(peers)} neighbours advertised keys; threshold is {self.setup.threshold}")
         secret_key = self.s_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                               serialization.NoEncryption())
-        b_shares = shamir.split(self.b_seed, self.setup.threshold, map(_x, peers))
-        s_shares = shamir.split(secret_key, self.setup.threshold, map(_x, peers))
+        holders = [*peers, self.me]
+        b_shares = shamir.split(self.b_seed, self.setup.threshold, map(_x, holders))
+        s_shares = shamir.split(secret_key, self.setup.threshold, map(_x, holders))
+        self.held[self.me] = (b_shares[_x(self.me)], s_shares[_x(self.me)])
         out = {}
         for p in peers:
             nonce = os.urandom(NONCE_BYTES)
@@ -198,6 +204,8 @@ class ClientSession:
 
     def receive(self, ciphertexts: Mapping[int, bytes]) -> None:
         """Step 2, inbound: the shares neighbours sent us; their senders are who we mask with."""
+        if self.me in ciphertexts:
+            raise ProtocolError(f"a share claiming to come from ourselves (partition {self.me})")
         for sender, blob in ciphertexts.items():
             if sender not in self.peer_keys:
                 raise ProtocolError(f"a share from partition {sender}, which is not an advertised neighbour")
@@ -209,18 +217,19 @@ class ClientSession:
             size = shamir.SHARE_BYTES
             self.held[sender] = (plain[:size], plain[size:2 * size])
         if len(self.held) < self.setup.threshold:
-            raise ProtocolError(f"only {len(self.held)} neighbours shared keys; threshold is {self.setup.threshold}")
+            raise ProtocolError(f"only {len(self.held) - 1} neighbours shared keys; threshold is "
+                                f"{self.setup.threshold}")
 
     def mask(self, encoded: np.ndarray) -> np.ndarray:
         """Step 3, in place: self mask plus one pairwise mask per neighbour that shared with us."""
         add_prg(encoded, self.b_seed)
-        for peer in sorted(self.held):
+        for peer in sorted(set(self.held) - {self.me}):
             add_prg(encoded, pairwise_seed(self.s_key, self.peer_keys[peer][1], self.setup.context),
                     _pair_sign(self.me, peer))
         return self.setup.ring.reduce(encoded)
 
     def reveal(self, survivors: Collection[int], dropped: Collection[int]) -> dict[int, bytes]:
-        """Step 4: b shares of surviving neighbours, s-key shares of dropped ones; never both for one peer."""
+        """Step 4: b shares of survivors (us included), s-key shares of dropped neighbours; never both for one."""
         survivors, dropped = set(survivors), set(dropped)
         if self.revealed:
             raise ProtocolError("this attempt's shares were already revealed")
@@ -251,7 +260,7 @@ def unmask(total: np.ndarray, setup: RoundSetup, mask_keys: Mapping[int, bytes],
 
     def recover(peer: int, length: int) -> bytes:
         points = {_x(holder): shares[peer] for holder, shares in revealed.items()
-                  if peer in shares and holder in graph[peer]}
+                  if peer in shares and (holder in graph[peer] or holder == peer)}
         if len(points) < t:
             raise ProtocolError(f"partition {peer}: {len(points)} shares revealed, {t} needed")
         return shamir.combine(points, t, length)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 from collections.abc import Callable
+from urllib.parse import urlparse
 
 from fedkube.secure import DEFAULT_CLIP_RANGE, min_bits, safe_min_threshold
 from fedkube.spec.errors import FieldError
@@ -183,6 +185,27 @@ def _secagg_privacy_rules(spec: JobSpec) -> list[FieldError]:
     return errors
 
 
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def checkpoint_rules(spec: JobSpec) -> list[FieldError]:
+    """A checkpoint URI the stores accept, and S3 settings only where they can mean something."""
+    checkpoint, errors = spec.checkpoint, []
+    uri = urlparse(checkpoint.uri or "")
+    if uri.scheme == "file" and (uri.netloc not in ("", "localhost") or not uri.path.startswith("/")):
+        errors.append(FieldError("spec.checkpoint.uri", f"{checkpoint.uri!r} is not file:///absolute/path"))
+    if uri.scheme == "s3" and not S3_BUCKET.fullmatch(uri.netloc):
+        errors.append(FieldError("spec.checkpoint.uri", f"{uri.netloc!r} is not an S3 bucket name (3 to 63 "
+                                                        "lower-case letters, digits, dots and hyphens)"))
+    for field, value in (("endpointUrl", checkpoint.endpoint_url), ("secretRef", checkpoint.secret_ref)):
+        if value and uri.scheme != "s3":
+            errors.append(FieldError(f"spec.checkpoint.{field}", "only used with an s3:// spec.checkpoint.uri"))
+    if checkpoint.endpoint_url and urlparse(checkpoint.endpoint_url).scheme not in ("http", "https"):
+        errors.append(FieldError("spec.checkpoint.endpointUrl",
+                                 f"{checkpoint.endpoint_url!r} is not an http:// or https:// URL"))
+    return errors
+
+
 def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
     errors = []
     if spec.secure_aggregation.mode not in SUPPORTED_SECURE_AGGREGATION:
@@ -244,11 +267,12 @@ def secagg_rules(spec: JobSpec) -> list[FieldError]:
         errors.append(FieldError(f"{base}.threshold", f"{t} exceeds spec.clients.minAvailable "
                                                       f"({spec.clients.min_available}): no round could unmask"))
     if t > k:
-        errors.append(FieldError(f"{base}.threshold", f"{t} exceeds the {k} neighbours that hold each client's "
-                                                      f"shares (spec.secureAggregation.neighbours, clients a round)"))
+        errors.append(FieldError(f"{base}.threshold", f"{t} exceeds the {k} neighbours each client has "
+                                                      f"(spec.secureAggregation.neighbours, clients a round)"))
     elif t < safe_min_threshold(k):
-        errors.append(FieldError(f"{base}.threshold", f"{t} is below the safe minimum {safe_min_threshold(k)}: a "
-                                                      f"strict majority of each client's {k} neighbours"))
+        errors.append(FieldError(f"{base}.threshold",
+                                 f"{t} is below the safe minimum {safe_min_threshold(k)}: a strict majority of each "
+                                 f"client's {k + 1} share holders (its neighbours and itself)"))
     if secure.bits is not None and secure.bits < min_bits(spec.data.partitions):
         errors.append(FieldError(f"{base}.bits", f"{secure.bits} bits can overflow when {spec.data.partitions} "
                                                  f"clients are summed; at least {min_bits(spec.data.partitions)}"))
@@ -257,7 +281,7 @@ def secagg_rules(spec: JobSpec) -> list[FieldError]:
 
 SPEC_RULES: list[Callable[[JobSpec], list[FieldError]]] = [
     quorum_rules, partition_reference_rules, strategy_rules, compression_rules, privacy_rules,
-    unbuilt_feature_rules, secagg_rules, ckks_rules,
+    checkpoint_rules, unbuilt_feature_rules, secagg_rules, ckks_rules,
 ]
 
 

@@ -21,6 +21,7 @@ import torch
 from sklearn.datasets import load_breast_cancer
 
 from fedkube.tasks.base import InMemoryClassificationTask, InMemoryConfig, check_widths, parse_config
+from fedkube.tasks.layers import mlp
 
 NUM_FEATURES = 30
 NUM_CLASSES = 2
@@ -58,12 +59,7 @@ class BreastCancerTask(InMemoryClassificationTask):
         return torch.as_tensor(standardise(features), dtype=torch.float32)
 
     def build_model(self) -> torch.nn.Module:
-        layers: list[torch.nn.Module] = []
-        width = NUM_FEATURES
-        for hidden in self.hidden_sizes:
-            layers += [torch.nn.Linear(width, hidden), torch.nn.ReLU()]
-            width = hidden
-        return torch.nn.Sequential(*layers, torch.nn.Linear(width, NUM_CLASSES))
+        return mlp(NUM_FEATURES, self.hidden_sizes, NUM_CLASSES)
 
 
 def task(config: dict[str, Any]) -> BreastCancerTask:

@@ -1,0 +1,1 @@
+"""Benchmarks against Flower (`make bench`); results go to BENCHMARKS.md."""

@@ -1,0 +1,71 @@
+"""Digits, 8 clients, Dirichlet alpha 0.5: seconds per round and time to 95% test accuracy.
+
+fedkube and Flower (both configurations) run the digits example's job; the floor is the same
+FedAvg loop in one process with no framework at all (bench/workload.py drives the same task,
+partitions, settings and seeds for every peer). Time to 95% counts from launch, start-up included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bench.common import Report
+from bench.peers import PEERS, Timeline
+from bench.workload import Party, Referee
+
+TARGET_ACCURACY = 0.95
+
+
+def single_process(clients: int, rounds: int) -> Timeline:
+    """The floor: FedAvg over the same parties in one loop, with central evaluation each round."""
+    started = time.time()
+    referee = Referee("digits")
+    parties = [Party("digits", p, clients) for p in range(clients)]
+    weights, seen = referee.initial(), []
+    for r in range(1, rounds + 1):
+        results = [party.train(weights, r) for party in parties]
+        total = sum(n for _, n in results)
+        weights = [sum(w[i] * (n / total) for w, n in results) for i in range(len(weights))]
+        seen.append((r, time.time(), referee.accuracy(weights)))
+    return Timeline(started, seen)
+
+
+def run(clients: int, rounds: int, default_rounds: int) -> Report:
+    report = Report(f"Digits, {clients} clients, Dirichlet 0.5 (time per round and to {TARGET_ACCURACY:.0%})",
+                    ["peer", "rounds", "s / round", "x floor", f"round reaching {TARGET_ACCURACY:.0%}",
+                     f"s to {TARGET_ACCURACY:.0%} (from launch)", "final accuracy"])
+    floor = single_process(clients, rounds)
+    runs = {"single process, no framework (floor)": (floor, rounds)}
+    for peer, launch in PEERS.items():
+        n = default_rounds if peer.startswith("flower (default") else rounds
+        runs[peer] = (launch("digits", clients, n, 3600.0), n)
+    for peer, (timeline, n) in runs.items():
+        reached = timeline.time_to(TARGET_ACCURACY)
+        report.add(peer, n, timeline.per_round(), timeline.per_round() / floor.per_round(),
+                   reached[0] if reached else f"not within {n}", reached[1] if reached else None,
+                   timeline.rounds[-1][2])
+    report.notes += [
+        "Every peer trains the digits CNN of fedkube.tasks.digits with the digits example's settings "
+        "(3 local epochs, batch 32, SGD lr 0.05 momentum 0.9), the same partitions and per-round seeds, "
+        "and evaluates the global model centrally after each round.",
+        "Targets (issue #13): fedkube's time per round <= 1.5x the floor; its time to 95% shorter than "
+        "Flower's in both configurations. A peer run for fewer rounds than it needs to reach 95% shows "
+        "'not within N': its time to 95% is at least N rounds' time.",
+    ]
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--default-rounds", type=int, default=3, help="rounds for Flower's default (slow) mode")
+    args = parser.parse_args(argv)
+    run(args.clients, args.rounds, args.default_rounds).publish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""`make bench`: every benchmark against Flower, then the headline ratios into README.md.
+
+The quick profile (default) keeps Flower's slow default mode to the fewest rounds that give a
+round time; `--full` runs more clients, rounds and repeats. Each benchmark appends its own dated
+entry to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any
+
+from bench import aggregate, digits, round_overhead, transfer
+from bench.common import ROOT, Report, machine_facts
+
+README = ROOT / "README.md"
+MARKERS = ("<!-- bench-headline:start -->", "<!-- bench-headline:end -->")
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {"aggregate": ([8, 64], 2), "overhead": ([8, 32], 6, 3, [8]), "digits": (12, 2), "transfer": 1000.0},
+    "full": {"aggregate": ([8, 32, 64], 3), "overhead": ([8, 32], 10, 3, [8, 32]), "digits": (20, 12),
+             "transfer": 1000.0},
+}
+
+
+def rows(report: Report, **match: Any) -> list[dict[str, Any]]:
+    """The report's rows as dicts, those whose columns equal `match`."""
+    named = [dict(zip(report.columns, row, strict=True)) for row in report.rows]
+    return [r for r in named if all(r.get(k) == v for k, v in match.items())]
+
+
+def headline(agg: Report, overhead: Report, dig: Report, xfer: Report) -> list[str]:
+    lines = []
+    for r in rows(agg, method="fedkube"):
+        flower = rows(agg, method="flower-aggregate", clients=r["clients"])
+        vs = f", {r['GB/s'] / flower[0]['GB/s']:.0f}x Flower's `aggregate`" if flower and flower[0]["GB/s"] else ""
+        lines.append(f"- Aggregation, {r['clients']} x 100 MB updates: {r['x memcpy']:.2f}x numpy memcpy{vs}; "
+                     f"extra memory {r['extra / model']:.1f}x the model")
+    for r in rows(overhead):
+        if r["peer"] != "fedkube" and r["peer / fedkube"]:
+            lines.append(f"- Round overhead, {r['clients']} clients: {r['peer / fedkube']:.0f}x less than {r['peer']}")
+    for r in rows(dig, peer="fedkube"):
+        lines.append(f"- Digits: {r['x floor']:.2f}x the single-process loop per round; 95% after "
+                     f"{_seconds(r)} from launch")
+    for r in rows(dig):
+        if r["peer"].startswith("flower"):
+            lines.append(f"  - {r['peer']}: {_seconds(r)} to 95%")
+    for r in rows(xfer):
+        lines.append(f"- 1 GB model over loopback gRPC: {r['MB/s (down + up)']:.0f} MB/s")
+    return lines
+
+
+def _seconds(row: dict[str, Any]) -> str:
+    value = row[next(k for k in row if k.startswith("s to"))]
+    return f"{value:.0f} s" if isinstance(value, float) else f"more than {row['rounds']} rounds"
+
+
+def update_readme(lines: list[str], when: str) -> None:
+    text = README.read_text()
+    block = "\n".join([MARKERS[0], f"Latest `make bench` ({when}; details and machine in "
+                       "[BENCHMARKS.md](BENCHMARKS.md)):", "", *lines, MARKERS[1]])
+    if MARKERS[0] in text:
+        text = re.sub(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n## Benchmarks against Flower\n\n" + block + "\n"
+    README.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="more clients, rounds and repeats (about an hour)")
+    args = parser.parse_args(argv)
+    profile = PROFILES["full" if args.full else "quick"]
+    facts = machine_facts()
+    agg = aggregate.run(*profile["aggregate"], max_gb=8.0)
+    agg.publish(facts)
+    overhead = round_overhead.run(*profile["overhead"])
+    overhead.publish(facts)
+    xfer = transfer.run(profile["transfer"])
+    xfer.publish(facts)
+    dig = digits.run(8, *profile["digits"])
+    dig.publish(facts)
+    update_readme(headline(agg, overhead, dig, xfer), f"{agg.started:%Y-%m-%d}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

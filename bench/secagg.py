@@ -1,0 +1,197 @@
+"""SecAgg+ overhead: round time with and without secure aggregation, and client masking throughput.
+
+1. Rounds: the same job (16 clients, a 1,001,000-parameter linear model, one local step on a
+   few random rows, mTLS) run by real `fedkube` processes, plain FedAvg and SecAgg+ in turn
+   (`--pairs` times each, alternating so both see the same background load); the median round
+   time of each, and their ratio (target: at most 1.5x).
+2. Masking: one client's work between its trained update and the vector it sends, over the
+   same 1M-parameter update with 15 neighbours: fedkube (fixed point, self mask and pairwise
+   masks by AES-CTR) against Flower's SecAgg+ client stage (`_collect_masked_vectors` of
+   `flwr.client.mod.secaggplus_mod`, numpy's seeded RandomState as its PRG), in MB/s of float32
+   update. Flower runs in its own venv (`bench.common.FLOWER_PYTHON`).
+
+Run `python -m bench.secagg [--clients 16] [--rounds 4]`; results are printed and appended to
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from bench.common import FLOWER_PYTHON, RESULTS, trainer_env
+
+WIDTH = 1000  # Linear(1000, 1000): 1,001,000 parameters
+
+
+def task(config: dict[str, Any]) -> Any:
+    """The bench job's task (imported by the aggregator and client processes as `bench.secagg:task`)."""
+    from fedkube.tasks.base import ClassificationTask
+
+    class OneMillion(ClassificationTask):
+        name = "one-million"
+
+        def build_model(self) -> torch.nn.Module:
+            return torch.nn.Linear(WIDTH, WIDTH)
+
+        def load_partition(self, partition: int, num_partitions: int, partitioner: Any) -> Dataset[Any]:
+            g = torch.Generator().manual_seed(partition)
+            return TensorDataset(torch.randn(16, WIDTH, generator=g) * 0.01,
+                                 torch.randint(0, WIDTH, (16,), generator=g))
+
+    return OneMillion()
+
+
+def job_manifest(name: str, clients: int, rounds: int, secure: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "task": {"entrypoint": "bench.secagg:task"},
+        "data": {"partitions": clients},
+        "rounds": rounds,
+        "clients": {"minAvailable": clients, "localEpochs": 1, "batchSize": 16, "roundTimeoutSeconds": 300,
+                    "joinTimeoutSeconds": 300, "optimizer": {"name": "sgd", "lr": 0.01}},
+        "checkpoint": {"everyRounds": rounds},
+    }
+    if secure:
+        spec["secureAggregation"] = {"mode": "secagg+"}
+    return {"apiVersion": "fedkube.io/v1alpha1", "kind": "FederatedJob", "metadata": {"name": name}, "spec": spec}
+
+
+def run_job(doc: dict[str, Any], workdir: Path) -> list[float]:
+    """Seconds of every round but the first (which includes the clients' start-up), via `fedkube run`."""
+    import yaml
+
+    path = workdir / f"{doc['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    run_dir = workdir / doc["metadata"]["name"]
+    done = subprocess.run([sys.executable, "-m", "fedkube.cli", "run", str(path), "--output-dir", str(run_dir)],
+                          env=trainer_env(), capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"{doc['metadata']['name']} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    history = json.loads((run_dir / "metrics.json").read_text())
+    if any(h["status"] != "completed" for h in history):
+        raise RuntimeError(f"{doc['metadata']['name']}: a round did not complete: {history}")
+    return [h["seconds"] for h in history[1:]]
+
+
+def fedkube_masking(clients: int, repeats: int) -> float:
+    """Seconds for one client to turn a 1M-parameter update into its masked vector (15 neighbours)."""
+    from fedkube.secure import default_bits
+    from fedkube.secure.ring import Ring
+    from fedkube.secure.secagg import ClientSession, RoundSetup
+
+    ring = Ring(default_bits(clients), 1.0, clients)
+    setup = RoundSetup("bench", 1, "n", tuple(range(clients)), None, 0, clients // 2 + 1, ring)
+    sessions = [ClientSession(setup, p) for p in range(clients)]
+    keys = {p: s.advert() for p, s in enumerate(sessions)}
+    outbox = {p: s.share(keys) for p, s in enumerate(sessions)}
+    me = sessions[0]
+    me.receive({q: outbox[q][0] for q in range(1, clients)})
+    update = np.random.default_rng(0).normal(0, 0.01, WIDTH * WIDTH + WIDTH).astype(np.float32)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        me.mask(ring.encode(update, 16))
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+FLOWER_MASKING = textwrap.dedent("""
+    import statistics, sys, time
+    import numpy as np
+    from flwr.common import ConfigRecord, ndarrays_to_parameters
+    from flwr.client.mod.secure_aggregation.secaggplus_mod import (
+        SecAggPlusState, _collect_masked_vectors, _setup, _share_keys)
+    from flwr.common.secure_aggregation.secaggplus_constants import Key
+
+    clients, repeats, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    setup = {Key.SAMPLE_NUMBER: clients, Key.SHARE_NUMBER: clients, Key.THRESHOLD: clients // 2 + 1,
+             Key.CLIPPING_RANGE: 1.0, Key.TARGET_RANGE: 1 << 22, Key.MOD_RANGE: 1 << 32, Key.MAX_WEIGHT: 1000.0}
+    states = [SecAggPlusState(current_stage="setup", nid=p) for p in range(clients)]
+    keys = {p: _setup(s, ConfigRecord(setup)) for p, s in enumerate(states)}
+    public = ConfigRecord({str(p): [k[Key.PUBLIC_KEY_1], k[Key.PUBLIC_KEY_2]] for p, k in keys.items()})
+    shared = {p: _share_keys(s, public) for p, s in enumerate(states)}
+    me = states[0]
+    srcs = [p for p in range(1, clients)]
+    cts = [shared[p][Key.CIPHERTEXT_LIST][shared[p][Key.DESTINATION_LIST].index(0)] for p in srcs]
+    update = [np.random.default_rng(0).normal(0, 0.01, size).astype(np.float32)]
+    times = []
+    for _ in range(repeats):
+        state = SecAggPlusState(**me.to_dict())
+        started = time.perf_counter()
+        _collect_masked_vectors(state, ConfigRecord({Key.CIPHERTEXT_LIST: cts, Key.SOURCE_LIST: srcs}), 16,
+                                ndarrays_to_parameters(update))
+        times.append(time.perf_counter() - started)
+    import flwr
+    print(flwr.__version__, statistics.median(times))
+""")
+
+
+def flower_masking(clients: int, repeats: int) -> tuple[str, float] | None:
+    if not FLOWER_PYTHON.exists():
+        print(f"Flower's venv not found at {FLOWER_PYTHON}; set FEDKUBE_BENCH_FLOWER_PYTHON", file=sys.stderr)
+        return None
+    done = subprocess.run([str(FLOWER_PYTHON), "-c", FLOWER_MASKING, str(clients), str(repeats),
+                           str(WIDTH * WIDTH + WIDTH)], capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"Flower's masking failed:\n{done.stderr[-3000:]}")
+    version, seconds = done.stdout.split()[-2:]
+    return version, float(seconds)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=2, help="plain/SecAgg+ job pairs, run alternately")
+    parser.add_argument("--skip-rounds", action="store_true", help="only the masking comparison")
+    args = parser.parse_args()
+    mb = (WIDTH * WIDTH + WIDTH) * 4 / 1e6
+    lines = [f"### SecAgg+ overhead ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+             f"{platform.machine()}, {os.cpu_count()} CPUs, `python -m bench.secagg`)", ""]
+    if not args.skip_rounds:
+        plain: list[float] = []
+        secure: list[float] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(args.pairs):
+                plain += run_job(job_manifest(f"bench-plain-{i}", args.clients, args.rounds, False), Path(tmp))
+                secure += run_job(job_manifest(f"bench-secagg-{i}", args.clients, args.rounds, True), Path(tmp))
+        p, s = statistics.median(plain), statistics.median(secure)
+        lines += [f"Round time, {args.clients} client processes, 1,001,000 parameters, mTLS, median of rounds "
+                  f"2..{args.rounds} of {args.pairs} alternating job pairs:", "",
+                  "| aggregation | round (s) | ratio |", "|---|---|---|",
+                  f"| plain FedAvg | {p:.2f} | 1.00 |", f"| SecAgg+ (complete graph) | {s:.2f} | {s / p:.2f} |", ""]
+    ours = fedkube_masking(args.clients, args.repeats)
+    theirs = flower_masking(args.clients, args.repeats)
+    lines += [f"Client masking of a {mb:.1f} MB float32 update with {args.clients - 1} neighbours "
+              f"(median of {args.repeats}):", "",
+              "| implementation | seconds | MB/s | vs Flower |", "|---|---|---|---|",
+              f"| fedkube (AES-256-CTR PRG) | {ours:.3f} | {mb / ours:.0f} | "
+              f"{'' if theirs is None else f'{theirs[1] / ours:.1f}x faster'} |"]
+    if theirs is not None:
+        version, seconds = theirs
+        lines.append(f"| Flower {version} `_collect_masked_vectors` | {seconds:.3f} | {mb / seconds:.0f} | 1.0x |")
+    lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    with RESULTS.open("a") as f:
+        f.write("\n" + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

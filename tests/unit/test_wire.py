@@ -1,0 +1,79 @@
+"""Raw data chunks on the aggregator's side: byte-identical to protobuf, read without copies,
+and SubmitUpdate driven through the handler exactly as gRPC registers it."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from fedkube.aggregator.coordinator import Coordinator
+from fedkube.aggregator.identity import PeerGuard
+from fedkube.aggregator.servicer import AggregatorServicer
+from fedkube.plan import make_plan
+from fedkube.protocol import fedkube_pb2 as pb
+from fedkube.protocol.tensors import data_envelopes, specs_of
+from fedkube.protocol.wire import aggregator_handlers, data_message, data_payload
+from fedkube.spec import parse_manifest
+from fedkube.strategies import build_strategy
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, 1 << 20])
+def test_data_messages_are_byte_identical_to_protobuf(size):
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    raw = data_message(payload)
+    assert raw == pb.Envelope(data=payload).SerializeToString()
+    view = data_payload(raw)
+    assert isinstance(view, memoryview) and view.obj is raw and view == payload
+
+
+def test_data_followed_by_unknown_fields_is_still_read():
+    raw = pb.Envelope(data=b"abc").SerializeToString() + b"\x58\x01"  # field 11, varint 1
+    assert bytes(data_payload(raw)) == b"abc"
+
+
+def test_other_envelopes_are_not_data_and_garbage_is_refused():
+    assert data_payload(pb.Envelope(done=pb.JobDone(succeeded=True)).SerializeToString()) is None
+    with pytest.raises(ValueError, match="not an Envelope"):
+        data_payload(b"\x1a\x05ab")  # announces 5 bytes, carries 2
+
+
+def test_only_submit_update_and_get_task_change_their_wire_handling():
+    handlers = aggregator_handlers(AggregatorServicer(None, dict, PeerGuard("wire", tls=False)))
+    assert {"Join", "GetTask", "SubmitUpdate", "Status"} <= set(handlers)
+    assert handlers["SubmitUpdate"].request_deserializer is None
+    assert handlers["GetTask"].response_serializer(b"raw") == b"raw"
+    assert handlers["Join"].request_deserializer == pb.JoinRequest.FromString
+
+
+async def _submit(messages_for):
+    """One round of two clients whose SubmitUpdate streams go through the registered handler."""
+    manifest = {"apiVersion": "fedkube.io/v1alpha1", "kind": "FederatedJob", "metadata": {"name": "wire"},
+                "spec": {"task": {"entrypoint": "fedkube.tasks.digits:task"}, "data": {"partitions": 2},
+                         "rounds": 1, "clients": {"minAvailable": 1, "roundTimeoutSeconds": 30}}}
+    plan = make_plan(parse_manifest(manifest, check_entrypoint=False)).aggregator
+    coordinator = Coordinator(plan)
+    submit = aggregator_handlers(AggregatorServicer(coordinator, dict, PeerGuard("wire", tls=False)))["SubmitUpdate"]
+    specs = specs_of({"w": np.zeros(3, np.float32)})
+    sessions = [await coordinator.join(p) for p in range(2)]
+    strategy = build_strategy(plan.strategy, plan.num_partitions)
+    round_task = asyncio.create_task(coordinator.run_round(1, {}, specs, strategy))
+    replies = []
+    for p in range(2):
+        state = await coordinator.next_task(p, sessions[p])
+        info = pb.Envelope(update=pb.UpdateInfo(partition=p, round=1, ticket=state.tickets[p], num_examples=p + 1,
+                                                tensors=[s.header() for s in specs]))
+
+        async def stream(messages):
+            for m in messages:
+                yield m
+        replies.append(await submit.stream_unary(stream([info.SerializeToString(), *messages_for(p)]), None))
+    return replies, await round_task
+
+
+async def test_updates_fold_from_raw_messages_and_malformed_ones_are_rejected():
+    good = [e.SerializeToString() for e in data_envelopes([np.array([3.0, 6.0, 9.0], np.float32)])]
+    bad = [pb.Envelope(done=pb.JobDone()).SerializeToString()]
+    replies, outcome = await _submit(lambda p: good if p == 0 else bad)
+    assert replies[0].accepted and not replies[1].accepted and replies[1].reason.startswith("malformed")
+    assert outcome.rejected == {1: "malformed"}
+    np.testing.assert_allclose(outcome.accumulator.mean()["w"], [3.0, 6.0, 9.0])

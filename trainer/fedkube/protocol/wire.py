@@ -1,0 +1,100 @@
+"""Data chunks as raw bytes on the aggregator's side of the wire, without protobuf copies.
+
+A data envelope is a single length-delimited field: tag 0x1a, a varint length, the payload. So the
+aggregator can fold a received chunk straight from the buffer gRPC hands over (a zero-copy view)
+and send one as a single bytes object, instead of paying protobuf's parse, field and serialise
+copies, which cost more than folding the chunk itself. Every other message goes through protobuf.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from fedkube.protocol import fedkube_pb2 as pb
+from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
+
+SERVICE = "fedkube.v1.Aggregator"
+DATA_TAG = b"\x1a"  # Envelope.data: field 3, wire type 2 (length-delimited)
+
+
+def _varint(raw: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """The varint at `pos` and the position after it; (-1, pos) if it is cut short."""
+    value = shift = 0
+    while pos < len(raw) and shift < 64:
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    return -1, pos
+
+
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def data_message(payload: bytes | memoryview) -> bytes:
+    """A serialised data Envelope, built with one copy of the payload."""
+    return b"".join((DATA_TAG, encode_varint(len(payload)), payload))
+
+
+def parse_envelope(raw: bytes) -> pb.Envelope:
+    """A received Envelope; ValueError if the bytes are not one."""
+    try:
+        return pb.Envelope.FromString(raw)
+    except DecodeError as exc:
+        raise ValueError(f"not an Envelope message: {exc}") from exc
+
+
+def data_payload(raw: bytes) -> memoryview | None:
+    """A data envelope's payload as a view of `raw` (no copy); None for any other envelope."""
+    if raw[:1] == DATA_TAG:
+        length, start = _varint(raw, 1)
+        if start + length == len(raw):
+            return memoryview(raw)[start:]
+    envelope = parse_envelope(raw)  # a data field followed by unknown fields, or another message
+    return memoryview(envelope.data) if envelope.HasField("data") else None
+
+
+def _serialize(message: Any) -> bytes:
+    """Responses may be prebuilt wire bytes (data chunks) or protobuf messages."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+class _HandlerCapture:
+    """Stands in for a server to collect the method handlers the generated code registers."""
+
+    handlers: dict[str, grpc.RpcMethodHandler]
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.handlers = handlers
+
+
+def aggregator_handlers(servicer: pb_grpc.AggregatorServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The generated handlers, except that SubmitUpdate receives and GetTask may send raw bytes."""
+    capture = _HandlerCapture()
+    pb_grpc.add_AggregatorServicer_to_server(servicer, capture)
+    handlers = dict(capture.handlers)
+    handlers["SubmitUpdate"] = grpc.stream_unary_rpc_method_handler(
+        servicer.SubmitUpdate, request_deserializer=None, response_serializer=pb.SubmitReply.SerializeToString)
+    handlers["GetTask"] = grpc.unary_stream_rpc_method_handler(
+        servicer.GetTask, request_deserializer=pb.TaskRequest.FromString, response_serializer=_serialize)
+    return handlers
+
+
+def add_aggregator_service(servicer: pb_grpc.AggregatorServicer, server: grpc.aio.Server) -> None:
+    handlers = aggregator_handlers(servicer)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
