@@ -136,17 +136,17 @@ def run_legacy(task: str, clients: int, rounds: int, workdir: Path, timeout: flo
 # --- deployment engine: SuperLink + SuperNodes, a ClientApp process per message -------------------
 def run_deployment(task: str, clients: int, rounds: int, workdir: Path, timeout: float) -> dict[str, Any]:
     bin_dir = Path(sys.executable).parent
-    fleet, control, out = free_port(), free_port(), workdir / "timeline.json"
+    # Flower 1.42 serves the Fleet, Control and Runtime APIs over HTTP on one SuperLink port.
+    link, out = free_port(), workdir / "timeline.json"
     home = workdir / "flwr-home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "bench"\n\n[superlink.bench]\naddress = "127.0.0.1:{control}"\ninsecure = true\n')
+        f'[superlink]\ndefault = "bench"\n\n[superlink.bench]\naddress = "127.0.0.1:{link}"\ninsecure = true\n')
     # The SuperLink and SuperNodes start flower-superexec and the app processes by name.
     env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    processes = [spawn([str(bin_dir / "flower-superlink"), "--insecure", "--fleet-api-address", f"127.0.0.1:{fleet}",
-                        "--control-api-address", f"127.0.0.1:{control}", "--port", str(free_port())],
-                       workdir / "superlink.log", env)]
-    processes += [spawn([str(bin_dir / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{fleet}",
+    processes = [spawn([str(bin_dir / "flower-superlink"), "--insecure", "--port", str(link),
+                        "--disable-runtime-dependency-installation"], workdir / "superlink.log", env)]
+    processes += [spawn([str(bin_dir / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link}",
                          "--port", str(free_port()), "--node-config", f"partition-id={p} num-partitions={clients}"],
                         workdir / f"supernode-{p}.log", env) for p in range(clients)]
     try:

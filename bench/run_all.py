@@ -24,13 +24,16 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def rows(report: Report, **match: Any) -> list[dict[str, Any]]:
-    """The report's rows as dicts, those whose columns equal `match`."""
+def rows(report: Report | None, **match: Any) -> list[dict[str, Any]]:
+    """The report's rows as dicts, those whose columns equal `match` (none for a report not run)."""
+    if report is None:
+        return []
     named = [dict(zip(report.columns, row, strict=True)) for row in report.rows]
     return [r for r in named if all(r.get(k) == v for k, v in match.items())]
 
 
-def headline(agg: Report, overhead: Report, dig: Report, xfer: Report) -> list[str]:
+def headline(agg: Report | None, overhead: Report | None, dig: Report | None, xfer: Report | None) -> list[str]:
+    """README lines from whichever reports were run."""
     lines = []
     for r in rows(agg, method="fedkube"):
         flower = rows(agg, method="flower-aggregate", clients=r["clients"])
@@ -47,7 +50,7 @@ def headline(agg: Report, overhead: Report, dig: Report, xfer: Report) -> list[s
         if r["peer"].startswith("flower"):
             lines.append(f"  - {r['peer']}: {_seconds(r)} to 95%")
     for r in rows(xfer):
-        lines.append(f"- 1 GB model over loopback gRPC: {r['MB/s (down + up)']:.0f} MB/s")
+        lines.append(f"- {r['model MB']:.0f} MB model over loopback gRPC: {r['MB/s (down + up)']:.0f} MB/s")
     return lines
 
 
@@ -58,7 +61,7 @@ def _seconds(row: dict[str, Any]) -> str:
 
 def update_readme(lines: list[str], when: str) -> None:
     text = README.read_text()
-    block = "\n".join([MARKERS[0], f"Latest `make bench` ({when}; details and machine in "
+    block = "\n".join([MARKERS[0], f"Latest benchmark results ({when}; details and machine in "
                        "[BENCHMARKS.md](BENCHMARKS.md)):", "", *lines, MARKERS[1]])
     if MARKERS[0] in text:
         text = re.sub(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), lambda _: block, text, flags=re.S)

@@ -71,9 +71,9 @@ def test_int8_cuts_bytes_fourfold_at_the_same_accuracy_and_topk_converges(run_jo
 
 
 def test_straggler_past_the_deadline_is_dropped_and_counted_while_the_round_completes(run_job):
-    """Partition 2 sleeps 150 s before every training; the deadline is 60 s and two reports make a quorum."""
-    doc = with_task(job_doc("late", partitions=4, rounds=3, min_available=2, roundTimeoutSeconds=60),
-                    "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [1, 2, 3], "seconds": 150})
+    """Partition 2 sleeps 300 s before every training; the deadline is 120 s and two reports make a quorum."""
+    doc = with_task(job_doc("late", partitions=4, rounds=3, min_available=2, roundTimeoutSeconds=120),
+                    "fixture_tasks:straggler", {"slowPartition": 2, "slowCalls": [1, 2, 3], "seconds": 300})
     job = run_job(doc)
     history = job.metrics()
     late = [h for h in history if 2 in h["participants"]["dropped"]]
