@@ -316,8 +316,8 @@ def decide(obs: Observation) -> Decision:
 
     status: dict[str, Any] = {"phase": str(phase)}
     _merge_report(status, report, obs)
-    if phase == Phase.SUCCEEDED and final is None:
-        # The aggregator exits 0 only once every round is done; it left no final report to say more.
+    if phase == Phase.SUCCEEDED and final is None and not (report is not None and report.reason):
+        # The aggregator exits 0 once every round is done (or early, saying why); it left no final report.
         status["round"] = obs.job.rounds
     status["rounds"] = obs.job.rounds
     status["progress"] = f"{status['round']}/{obs.job.rounds}"
