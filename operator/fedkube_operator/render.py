@@ -40,6 +40,7 @@ from fedkube_operator.names import (
     service_name,
     tls_secret_name,
 )
+from fedkube_operator.queueing import inherited_labels
 from fedkube_operator.security import container_security_context, pod_security_context
 
 MANIFEST_KEY = "manifest.yaml"
@@ -55,16 +56,17 @@ TERMINATION_LOG = "/dev/termination-log"  # the aggregator leaves its final stat
 
 @dataclass(frozen=True)
 class Owner:
-    """The FederatedJob that owns the rendered objects."""
+    """The FederatedJob that owns the rendered objects, and the labels of its that its pods carry."""
 
     name: str
     namespace: str
     uid: str
+    pod_labels: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Owner:
         meta = body["metadata"]
-        return cls(meta["name"], meta.get("namespace") or "default", meta["uid"])
+        return cls(meta["name"], meta.get("namespace") or "default", meta["uid"], inherited_labels(meta))
 
     def reference(self) -> dict[str, Any]:
         return {"apiVersion": API_VERSION, "kind": KIND, "name": self.name, "uid": self.uid,
@@ -287,7 +289,8 @@ def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt:
         spec["affinity"] = dict(template.affinity)
     if template.priority_class_name:
         spec["priorityClassName"] = template.priority_class_name
-    metadata = _metadata(slot.pod_name(plan.name, attempt), owner, pod_labels(plan.name, slot, attempt))
+    metadata = _metadata(slot.pod_name(plan.name, attempt), owner,
+                         {**dict(owner.pod_labels), **pod_labels(plan.name, slot, attempt)})
     gang = gang_of(plan.name, plan.manifest["spec"])
     if gang is not None:
         spec["schedulerName"] = gang.api.scheduler_name

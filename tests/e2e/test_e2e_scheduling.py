@@ -67,3 +67,18 @@ def test_without_the_pod_group_api_a_condition_explains_and_pods_wait_for_it(clu
     resolved = cluster.wait_job("volcanic", lambda j: (condition(j, "PodGroupMissing") or {}).get("status") == "False",
                                 30, "the condition resolved")
     assert condition(resolved, "PodGroupMissing")["reason"] == "PodGroupCreated"  # type: ignore[index]
+
+
+def test_a_queued_job_waits_suspended_until_admitted_and_its_pods_carry_the_queue(cluster: Cluster) -> None:
+    cluster.start_operator()
+    job = small_job("queued", partitions=2)
+    job["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "team-a"}
+    job["spec"]["scheduling"] = {"suspend": True}
+    cluster.apply(job)
+    cluster.wait_job("queued", lambda j: j.get("status", {}).get("phase") == "Suspended", 30, "Suspended")
+    assert cluster.pods("queued") == []
+    # What a queue controller does to admit it.
+    cluster.kubectl("patch", "fj", "queued", "--type=merge", "-p", '{"spec": {"scheduling": {"suspend": false}}}')
+    pods = wait_for(lambda: len(p := cluster.pods("queued")) == 3 and p, 30, "1 + 2 pods", diagnose=cluster.diagnose)
+    assert {p["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] for p in pods} == {"team-a"}
+    assert cluster.job("queued")["status"]["phase"] == "Pending"
