@@ -61,7 +61,7 @@ def _seconds(row: dict[str, Any]) -> str:
 
 def update_readme(lines: list[str], when: str) -> None:
     text = README.read_text()
-    block = "\n".join([MARKERS[0], f"Latest `make bench` ({when}; details and machine in "
+    block = "\n".join([MARKERS[0], f"Latest benchmark results ({when}; details and machine in "
                        "[BENCHMARKS.md](BENCHMARKS.md)):", "", *lines, MARKERS[1]])
     if MARKERS[0] in text:
         text = re.sub(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), lambda _: block, text, flags=re.S)

@@ -26,6 +26,7 @@ PLURALS = {
     "ConfigMap": "configmaps",
     "Secret": "secrets",
     "PersistentVolumeClaim": "persistentvolumeclaims",
+    "PodGroup": "podgroups",
     "FederatedJob": PLURAL,
 }
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -23,13 +23,14 @@ from fedkube.plan import JobPlan, make_plan
 from fedkube.spec import FederatedJob, SpecError, parse_manifest
 from fedkube_operator import API_VERSION, KIND
 from fedkube_operator.config import OperatorConfig
-from fedkube_operator.kube import Kube
+from fedkube_operator.gang import gang_of
+from fedkube_operator.kube import Kube, KubeError
 from fedkube_operator.manifest import parse, refusal_message, refused_changes
 from fedkube_operator.metrics import OperatorMetrics
 from fedkube_operator.names import AGGREGATOR, configmap_name
 from fedkube_operator.observe import PodView
 from fedkube_operator.probe import AggregatorProbe
-from fedkube_operator.render import MANIFEST_KEY, Owner, render_job_objects, render_pod
+from fedkube_operator.render import MANIFEST_KEY, Owner, render_job_objects, render_pod, render_pod_group
 from fedkube_operator.status import (
     TERMINAL,
     Decision,
@@ -95,14 +96,57 @@ async def running_job(body: Mapping[str, Any], memo: Any, runtime: Runtime, owne
     return job
 
 
+async def ensure_pod_group(kube: Kube, job: FederatedJob, memo: Any, owner: Owner) -> str:
+    """Create a gang job's PodGroup before any of its pods: "" once it exists (or without gang
+    scheduling), else why it cannot be, for a condition; a cluster without the API is no error.
+    """
+    gang = gang_of(job.name, job.manifest["spec"])
+    if gang is None or getattr(memo, "pod_group", None) == owner.uid:
+        return ""
+    try:
+        await kube.create(render_pod_group(make_plan(job), owner, gang))
+    except KubeError as exc:
+        if exc.status != 404:  # 404: the API server does not serve this group/version
+            raise
+        return gang.missing_api_message()
+    memo.pod_group = owner.uid
+    return ""
+
+
+# How long a pod this operator created may stay out of the watch-fed index before it counts as lost.
+UNSEEN_GRACE = timedelta(seconds=60)
+
+
+def with_unseen(indexed: tuple[PodView, ...], unseen: dict[str, PodView], now: datetime) -> tuple[PodView, ...]:
+    """The job's pods from the index plus those created here that the watch has not delivered yet.
+
+    Without them, a pass that runs before the watch catches up would create the same pods again:
+    harmless conflicts, but hundreds of wasted API calls when many jobs start at once. `unseen`
+    forgets a pod once the index shows it, or after UNSEEN_GRACE.
+    """
+    seen = {p.name for p in indexed}
+    for name in [n for n, p in unseen.items() if n in seen or p.created is None or now - p.created > UNSEEN_GRACE]:
+        del unseen[name]
+    return indexed + tuple(unseen.values())
+
+
 def _live_aggregator(pods: Iterable[PodView]) -> PodView | None:
     running = [p for p in pods if p.slot == AGGREGATOR and p.active and p.phase == "Running" and p.ip]
     return max(running, key=lambda p: p.attempt) if running else None
 
 
+def _unseen(memo: Any, uid: str) -> dict[str, PodView]:
+    """The pods this job's passes created that the index has not shown yet (kept in the job's memo)."""
+    if getattr(memo, "unseen", None) is None or memo.unseen[0] != uid:
+        memo.unseen = (uid, {})
+    pods: dict[str, PodView] = memo.unseen[1]
+    return pods
+
+
 async def _act(decision: Decision, body: Mapping[str, Any], memo: Any, runtime: Runtime, owner: Owner,
-               job: FederatedJob | None, previous: Mapping[str, Any]) -> None:
+               job: FederatedJob | None, previous: Mapping[str, Any], now: datetime) -> None:
     kube = runtime.kube
+    unseen = _unseen(memo, owner.uid)
     if decision.create and job is not None:
         plan = make_plan(job)
         batch = job.spec.scheduling.pod_creation_batch
@@ -110,8 +154,13 @@ async def _act(decision: Decision, body: Mapping[str, Any], memo: Any, runtime: 
         for start in range(0, len(pods), batch):
             await asyncio.gather(*(kube.create(pod) for pod in pods[start:start + batch]))
         runtime.metrics.pods_created(list(decision.create))
+        for slot, attempt in decision.create:
+            name = slot.pod_name(owner.name, attempt)
+            unseen[name] = PodView(name, slot, attempt, "Pending", owner_uid=owner.uid, created=now)
     if decision.delete:
         await asyncio.gather(*(kube.delete("v1", "Pod", owner.namespace, name) for name in decision.delete))
+        for name in decision.delete:
+            unseen.pop(name, None)
     patch = merge_patch(previous, decision.status)
     if patch:
         await kube.patch_job_status(owner.namespace, owner.name, patch)
@@ -143,12 +192,14 @@ async def reconcile(body: Mapping[str, Any], memo: Any, indexed_pods: Iterable[P
         ttl = spec.get("ttlSecondsAfterFinished")
         decision = invalid_spec_decision(previous, [str(e) for e in exc.errors], now,
                                          ttl if isinstance(ttl, int) else None)
-        await _act(decision, body, memo, runtime, owner, None, previous)
+        await _act(decision, body, memo, runtime, owner, None, previous, now)
         return
     except ForeignObjectError as exc:
         raise kopf.TemporaryError(str(exc), delay=runtime.config.poll_interval_seconds * 5) from exc
 
-    pods = tuple(p for p in indexed_pods if p.owner_uid == owner.uid)
+    pod_group_missing = "" if previous.get("phase") in TERMINAL else await ensure_pod_group(
+        runtime.kube, job, memo, owner)
+    pods = with_unseen(tuple(p for p in indexed_pods if p.owner_uid == owner.uid), _unseen(memo, owner.uid), now)
     aggregator = _live_aggregator(pods) if previous.get("phase") not in TERMINAL else None
     report = await runtime.probe.report(aggregator.ip) if aggregator is not None and aggregator.ip else None
     refused = tuple(refused_changes(job.manifest["spec"], spec))
@@ -156,9 +207,10 @@ async def reconcile(body: Mapping[str, Any], memo: Any, indexed_pods: Iterable[P
     observation = Observation(
         job=JobFacts.of(job), pods=pods, report=report, previous=previous, now=now, suspend=suspend,
         refused_changes=refused, refusal_message=refusal_message(list(refused)) if refused else "",
-        generation=(body.get("metadata") or {}).get("generation"), timing=runtime.config.timing)
+        generation=(body.get("metadata") or {}).get("generation"), timing=runtime.config.timing,
+        pod_group_missing=pod_group_missing)
     decision = decide(observation)
     if decision.create or decision.delete:
         logger.info("creating pods %s; deleting pods %s",
                     [s.pod_name(owner.name, n) for s, n in decision.create], list(decision.delete))
-    await _act(decision, body, memo, runtime, owner, job, previous)
+    await _act(decision, body, memo, runtime, owner, job, previous, now)

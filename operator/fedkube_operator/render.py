@@ -28,6 +28,7 @@ from fedkube.secure.tls import AGGREGATOR as AGGREGATOR_IDENTITY
 from fedkube.secure.tls import CA_FILE, CERT_FILE, KEY_FILE, Identity, client_identity, make_transport_material
 from fedkube.spec.model import PodTemplateSpec
 from fedkube_operator import API_VERSION, KIND
+from fedkube_operator.gang import POD_GROUP_KIND, Gang, gang_of
 from fedkube_operator.names import (
     AGGREGATOR,
     Slot,
@@ -286,11 +287,26 @@ def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt:
         spec["affinity"] = dict(template.affinity)
     if template.priority_class_name:
         spec["priorityClassName"] = template.priority_class_name
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": _metadata(slot.pod_name(plan.name, attempt), owner, pod_labels(plan.name, slot, attempt)),
-        "spec": spec,
-    }
+    metadata = _metadata(slot.pod_name(plan.name, attempt), owner, pod_labels(plan.name, slot, attempt))
+    gang = gang_of(plan.name, plan.manifest["spec"])
+    if gang is not None:
+        spec["schedulerName"] = gang.api.scheduler_name
+        metadata["labels"].update(gang.pod_labels())
+        if annotations := gang.pod_annotations():
+            metadata["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def render_pod_group(plan: JobPlan, owner: Owner, gang: Gang) -> dict[str, Any]:
+    """The job's PodGroup: the aggregator plus a quorum of clients, placed together or not at all.
+
+    Clients beyond the quorum may start later; the job trains as soon as the group's members run.
+    """
+    spec: dict[str, Any] = {"minMember": gang.min_member}
+    if gang.api.timeout_field is not None:  # the scheduler gives up on the group when the operator would
+        spec[gang.api.timeout_field] = plan.manifest["spec"]["scheduling"]["pendingTimeoutSeconds"]
+    return {"apiVersion": gang.api.api_version, "kind": POD_GROUP_KIND,
+            "metadata": _metadata(gang.name, owner, job_labels(plan.name)), "spec": spec}
 
 
 def render_aggregator_pod(plan: JobPlan, owner: Owner, config: RenderConfig, attempt: int = 0) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class ConditionType(StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     SPEC_CHANGE_REFUSED = "SpecChangeRefused"
     PRIVACY_BUDGET_EXHAUSTED = "PrivacyBudgetExhausted"
+    POD_GROUP_MISSING = "PodGroupMissing"
 
 
 class Reason(StrEnum):
@@ -65,6 +66,8 @@ class Reason(StrEnum):
     SPEC_CHANGE_REFUSED = "SpecChangeRefused"
     SPEC_RESTORED = "SpecRestored"
     PRIVACY_BUDGET_EXHAUSTED = "PrivacyBudgetExhausted"
+    POD_GROUP_API_MISSING = "PodGroupAPIMissing"
+    POD_GROUP_CREATED = "PodGroupCreated"
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class Observation:
     refusal_message: str = ""
     generation: int | None = None
     timing: Timing = Timing()
+    pod_group_missing: str = ""  # why a gang job's PodGroup cannot be created; its pods wait for it
 
 
 @dataclass(frozen=True)
@@ -312,8 +316,8 @@ def decide(obs: Observation) -> Decision:
 
     status: dict[str, Any] = {"phase": str(phase)}
     _merge_report(status, report, obs)
-    if phase == Phase.SUCCEEDED and final is None:
-        # The aggregator exits 0 only once every round is done; it left no final report to say more.
+    if phase == Phase.SUCCEEDED and final is None and not (report is not None and report.reason):
+        # The aggregator exits 0 once every round is done (or early, saying why); it left no final report.
         status["round"] = obs.job.rounds
     status["rounds"] = obs.job.rounds
     status["progress"] = f"{status['round']}/{obs.job.rounds}"
@@ -321,7 +325,7 @@ def decide(obs: Observation) -> Decision:
     events: list[Event] = []
     create: list[tuple[Slot, int]] = []
     delete: list[str] = []
-    if phase in (Phase.RUNNING, Phase.PENDING):
+    if phase in (Phase.RUNNING, Phase.PENDING) and not obs.pod_group_missing:
         create = verdict.create
         events += verdict.events
         if create and not prev.get("podsCreated"):
@@ -369,6 +373,8 @@ def _summary(phase: Phase, status: Mapping[str, Any], verdict: _Verdict, report:
             return (f"waiting for clients: {report.joined} joined, spec.clients.minAvailable is "
                     f"{obs.job.min_available}"), Reason.WAITING_FOR_CLIENTS
         return f"round {status['round']}/{obs.job.rounds}{result}", Reason.ROUND_COMPLETED
+    if obs.pod_group_missing and not obs.pods:
+        return obs.pod_group_missing, Reason.POD_GROUP_API_MISSING
     if verdict.stuck:
         return f"pod {verdict.stuck[0].name} is Pending: {verdict.stuck[0].waiting}", Reason.PODS_PENDING
     return "waiting for the aggregator pod to run", Reason.PODS_PENDING
@@ -403,6 +409,11 @@ def _conditions(obs: Observation, phase: Phase, reason: Reason, message: str,
         conditions.append(_condition(previous, ConditionType.SPEC_CHANGE_REFUSED, refused,
                                      Reason.SPEC_CHANGE_REFUSED if refused else Reason.SPEC_RESTORED,
                                      obs.refusal_message if refused else "the spec matches the running job", now))
+    if obs.pod_group_missing or ConditionType.POD_GROUP_MISSING in previous:
+        missing = bool(obs.pod_group_missing)
+        conditions.append(_condition(previous, ConditionType.POD_GROUP_MISSING, missing,
+                                     Reason.POD_GROUP_API_MISSING if missing else Reason.POD_GROUP_CREATED,
+                                     obs.pod_group_missing or "the job's PodGroup exists", now))
     return conditions
 
 
@@ -431,6 +442,8 @@ def _transition_events(obs: Observation, phase: Phase, status: Mapping[str, Any]
                             f"{pod.waiting}"))
     if obs.refused_changes and _transitioned_to_true(previous, ConditionType.SPEC_CHANGE_REFUSED):
         events.append(Event("Warning", Reason.SPEC_CHANGE_REFUSED, obs.refusal_message))
+    if obs.pod_group_missing and _transitioned_to_true(previous, ConditionType.POD_GROUP_MISSING):
+        events.append(Event("Warning", Reason.POD_GROUP_API_MISSING, obs.pod_group_missing))
     return events
 
 

@@ -10,6 +10,16 @@ from prometheus_client.parser import text_string_to_metric_families
 OWNED_KINDS = ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims"]
 
 
+def third_party_crd(group: str, kind: str, plural: str, version: str = "v1") -> dict[str, Any]:
+    """A minimal CRD for another project's kind (schema-free), so that its API exists in the emulator."""
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}"},
+            "spec": {"group": group, "scope": "Namespaced",
+                     "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+                     "versions": [{"name": version, "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                         "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
 def job_objects(cluster: Any, job: str) -> list[dict[str, Any]]:
     """Every object labelled as the job's, across the kinds the operator creates."""
     items = cluster.get(",".join(OWNED_KINDS))["items"]

@@ -42,7 +42,12 @@ def free_port() -> int:
 
 def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.2,
              diagnose: Callable[[], str] | None = None) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout` seconds.
+
+    The bound stretches with the machine's load (up to 4x): on a shared, busy machine every
+    process gets a fraction of a core, and a bound is a safety net, not a speed test.
+    """
+    timeout *= min(4.0, max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1)))
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -55,7 +60,7 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
         time.sleep(interval)
     details = f" (last error: {last_error})" if last_error else ""
     extra = "\n" + diagnose() if diagnose else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}{details}{extra}")
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{details}{extra}")
 
 
 @dataclass

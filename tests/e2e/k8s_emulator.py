@@ -12,6 +12,7 @@ finalizers). This subclass adds, in the API server's place:
 - server-side printing (`kubectl get` asks for a meta.k8s.io Table): a CRD's
   additionalPrinterColumns for its objects, the usual columns for pods and events, NAME/AGE
   for everything else;
+- 404 for resources of groups it does not serve (builtins and registered CRDs are served);
 - validating admission: CREATE and UPDATE requests are sent as AdmissionReviews to the webhooks
   of stored ValidatingWebhookConfigurations whose rules match, and refused when they deny.
 
@@ -243,6 +244,10 @@ class FedkubeEmulator(kmock.KubernetesEmulator):
         if self.access_log is not None:
             self.access_log.append(request)
         res = request.resource
+        if res is not None and res.group and res.plural and res not in self.resources:
+            # As an API server answers for a group/version it does not serve (no CRD installed).
+            raise KubernetesError(status=404, reason="NotFound", details={},
+                                  message="the server could not find the requested resource")
         if res is not None and isinstance(request.data, dict):
             if request.action == kmock.action.CREATE:
                 info = self.resources[res] if res in self.resources else None

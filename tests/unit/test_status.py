@@ -197,6 +197,22 @@ def test_an_aggregator_that_exits_zero_succeeds_the_job(name: str, message: str,
     assert [e.message for e in decision.events if e.reason == "RoundCompleted"][-1].startswith("round 5/5"), name
 
 
+def test_an_exhausted_privacy_budget_succeeds_with_its_condition_and_epsilon() -> None:
+    message = ("privacy budget exhausted: another round would reach epsilon 9.1 > targetEpsilon 8; stopped after 2 "
+               "accounted rounds at epsilon 7.6 (delta 1e-05)")
+    final = ('{"phase": "Succeeded", "round": 2, "rounds": 5, "reason": "PrivacyBudgetExhausted", "message": "'
+             + message + '", "privacy": {"epsilon": 7.6, "delta": 1e-05, "targetEpsilon": 8}, '
+             '"history": [{"round": 1, "epsilon": 5.0}, {"round": 2, "epsilon": 7.6}]}')
+    decision = observe((pod(AGGREGATOR, "Succeeded", message=final), *running_pods("Succeeded")[1:]),
+                       {**RUNNING_BEFORE, "round": 1})
+    assert decision.status["phase"] == "Succeeded" and decision.status["progress"] == "2/5"
+    assert decision.status["privacy"] == {"epsilon": 7.6, "delta": 1e-05}
+    exhausted = condition(decision, "PrivacyBudgetExhausted")
+    assert exhausted["status"] == "True" and exhausted["message"] == message
+    assert condition(decision, "Succeeded")["reason"] == "PrivacyBudgetExhausted"
+    assert decision.status["message"] == message
+
+
 def test_suspend_deletes_active_pods_and_resume_recreates_them() -> None:
     pods = (*running_pods()[:3], pod(Slot(2), "Failed", 0))
     suspended = observe(pods, {**RUNNING_BEFORE, "restarts": {"j-client-2": 1}}, suspend=True)

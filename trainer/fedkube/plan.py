@@ -112,7 +112,8 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
     if checkpoint.uri is None and checkpoint_uri is not None:
         checkpoint = replace(checkpoint, uri=checkpoint_uri)
     privacy = None if spec.privacy is None else privacy_settings(
-        spec.privacy, spec.clients.sampling, spec.data.partitions, sample_size(spec), spec.clients.min_available)
+        spec.privacy, spec.clients.sampling, spec.data.partitions, sample_size(spec), spec.clients.min_available,
+        masked=spec.secure_aggregation.mode != "none")
     aggregator = AggregatorPlan(
         job=job.name,
         rounds=spec.rounds,

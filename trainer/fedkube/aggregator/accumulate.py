@@ -63,6 +63,7 @@ class WeightedSum:
         self._lo = [np.zeros(s.shape, dtype=np.float64).reshape(-1) for s in specs]
         self.total_weight = 0.0
         self.count = 0
+        self._work = np.empty((3, 0), dtype=np.float64)
 
     def _fold(self, index: int, where: slice | np.ndarray, scaled: np.ndarray) -> None:
         """Add float64 `scaled` at elements `where` (a slice or distinct positions) of tensor `index`.
@@ -70,9 +71,17 @@ class WeightedSum:
         TwoSum: `error` is exactly what rounding `hi + scaled` lost, and it is kept in `lo`.
         """
         hi = self._hi[index][where]
-        total = hi + scaled
-        back = total - hi
-        error = (hi - (total - back)) + (scaled - back)
+        if self._work.shape[1] < scaled.size:
+            self._work = np.empty((3, scaled.size), dtype=np.float64)
+        # The same operations in the same order as `error = (hi - (total - back)) + (scaled - back)`,
+        # written into reused buffers: fresh temporaries per chunk cost more than the arithmetic.
+        total, back, error = (w[:scaled.size] for w in self._work)
+        np.add(hi, scaled, out=total)
+        np.subtract(total, hi, out=back)
+        np.subtract(total, back, out=error)
+        np.subtract(hi, error, out=error)
+        np.subtract(scaled, back, out=back)
+        np.add(error, back, out=error)
         self._hi[index][where] = total
         self._lo[index][where] += error
 

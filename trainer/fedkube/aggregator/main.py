@@ -278,6 +278,7 @@ class Aggregator:
                 from fedkube.he.session import backfill_client_evaluation
 
                 backfill_client_evaluation(self.board.history, outcome.train_metrics)
+            self.publish()  # before the checkpoint's await: metrics.json always agrees with /status and /metrics
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
                 with stopwatch(entry, "checkpoint_seconds"):
                     await self.checkpoint(number, must=number == self.plan.rounds)

@@ -165,7 +165,7 @@ class Client:
         elif secagg is None:
             wire, num_examples = self.codec.encode(update, np.random.default_rng(seed)), result.num_examples
         else:  # the example count travels masked inside the vector, as the weight
-            wire, num_examples = secagg.masked_update(update, result.num_examples), 0
+            wire, num_examples = secagg.masked_update(update, self.privacy.weight(result.num_examples)), 0
         metrics = {**result.metrics, **privacy_metrics, **evaluation}
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(metrics))
         yield pb.Envelope(update=pb.UpdateInfo(

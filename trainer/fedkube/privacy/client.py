@@ -35,6 +35,10 @@ class LocalPrivacy:
         """The update to send and the metrics to add to it."""
         return update, {}
 
+    def weight(self, num_examples: int) -> int:
+        """The update's weight in a sum the aggregator cannot reweight (secure aggregation)."""
+        return num_examples
+
 
 def round_settings(config: dict[str, Any]) -> dict[str, Any]:
     try:
@@ -61,6 +65,10 @@ class ClippedRelease(LocalPrivacy):
                 self.rng.normal(0.0, count_share_std(self.settings)))
         add_noise_share(clipped, self.settings, bound, self.rng)
         return clipped, metrics
+
+    def weight(self, num_examples: int) -> int:
+        """1: an example count would be unbounded, and private; the clipped sum's sensitivity assumes 1."""
+        return 1
 
 
 class DpSgdTraining(LocalPrivacy):

@@ -108,7 +108,7 @@ class ClientLevelDP(AggregatorPrivacy):
         self.rng = noise_generator()
         self.epsilon = 0.0
         self.exhausted = False
-        if settings.placement == "distributed":
+        if settings.placement == "distributed" and not settings.masked:
             log.warning("spec.privacy.placement is distributed: each client adds 1/%d of the noise variance; "
                         "without secure aggregation the aggregator sees each client's less-noised update",
                         settings.min_reports)

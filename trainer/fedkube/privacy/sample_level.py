@@ -10,6 +10,7 @@ epsilon after each round. The job's epsilon is the largest of its clients'.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import warnings
 from typing import Any
@@ -31,6 +32,8 @@ from fedkube.privacy.base import (
 from fedkube.privacy.settings import PrivacySettings
 from fedkube.tasks.base import ClassificationTask, Task, TaskError, TrainResult, make_optimizer
 
+log = logging.getLogger(__name__)
+
 
 def sample_epsilon(settings: PrivacySettings, rate: float, steps: int) -> float:
     """Epsilon at `settings.delta` of `steps` DP-SGD steps at Poisson rate `rate`."""
@@ -48,6 +51,10 @@ def train_dp_sgd(task: Task, model: torch.nn.Module, data: Dataset[Any], train: 
         raise TaskError(f"spec.privacy.level sample needs a task built on ClassificationTask, "
                         f"not {type(task).__name__}")
     from opacus import PrivacyEngine  # heavy import, only for clients that run DP-SGD
+
+    if settings.delta * len(data) >= 1:  # type: ignore[arg-type]
+        log.warning("spec.privacy.delta %g is not below 1/%d, one over this client's examples: a delta that "
+                    "large allows revealing an example outright", settings.delta, len(data))  # type: ignore[arg-type]
 
     # Batches and noise come from OS entropy: an adversary knowing the manifest's seed learns neither.
     generator = torch.Generator().manual_seed(secrets.randbits(63))

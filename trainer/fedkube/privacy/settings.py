@@ -38,6 +38,7 @@ class PrivacySettings:
     expected_clients: int          # m: clients sampled per round (expected, for poisson)
     min_reports: int               # t: fewest updates summed in a completed round
     adaptive: AdaptiveSettings | None = None
+    masked: bool = False           # secure aggregation hides each update from the aggregator
 
     @property
     def update_noise_multiplier(self) -> float:
@@ -69,7 +70,7 @@ def default_count_noise_multiplier(noise_multiplier: float, expected_clients: in
 
 
 def privacy_settings(spec: PrivacySpec, sampling: str, population: int, expected_clients: int,
-                     min_reports: int) -> PrivacySettings:
+                     min_reports: int, masked: bool = False) -> PrivacySettings:
     adaptive = None
     if spec.adaptive_clipping is not None:
         a = spec.adaptive_clipping
@@ -81,7 +82,7 @@ def privacy_settings(spec: PrivacySpec, sampling: str, population: int, expected
         level=spec.level, placement=spec.placement, noise_multiplier=spec.noise_multiplier,
         clipping_norm=spec.clipping_norm, delta=spec.delta, target_epsilon=spec.target_epsilon,
         accountant=spec.accountant, sampling=sampling, population=population,
-        expected_clients=expected_clients, min_reports=max(1, min_reports), adaptive=adaptive)
+        expected_clients=expected_clients, min_reports=max(1, min_reports), adaptive=adaptive, masked=masked)
 
 
 def share_std(total_std: float, fraction: float) -> float:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlparse
 
-from fedkube.secure import min_bits, safe_min_threshold
+from fedkube.secure import DEFAULT_CLIP_RANGE, min_bits, safe_min_threshold
 from fedkube.spec.errors import FieldError
 from fedkube.spec.model import JobSpec, camel
 
@@ -152,6 +152,8 @@ def privacy_rules(spec: JobSpec) -> list[FieldError]:
         errors.append(FieldError("spec.strategy.name", f"{spec.strategy.name!r} does not aggregate a sum of updates, "
                                  f"so client-level noise and clipping lose their meaning; use one of "
                                  f"{', '.join(sorted(SUM_STRATEGIES))}, or spec.privacy.level sample"))
+    if spec.secure_aggregation.mode == "secagg+":
+        errors += _secagg_privacy_rules(spec)
     adaptive = privacy.adaptive_clipping
     if adaptive and adaptive.count_noise_multiplier is not None and \
             adaptive.count_noise_multiplier <= privacy.noise_multiplier:
@@ -161,6 +163,25 @@ def privacy_rules(spec: JobSpec) -> list[FieldError]:
     if privacy.accountant == "pld" and spec.clients.sampling == "fixed" and sample_size(spec) < partitions:
         errors.append(FieldError("spec.privacy.accountant", "pld cannot account fixed-size sampling of a subset "
                                  "(sampling without replacement); use rdp, or spec.clients.sampling poisson"))
+    return errors
+
+
+def _secagg_privacy_rules(spec: JobSpec) -> list[FieldError]:
+    """Clients clip and noise before masking; the ring must carry that noise without cutting it off."""
+    privacy = spec.privacy
+    assert privacy is not None
+    errors = []
+    if privacy.adaptive_clipping is not None:
+        errors.append(FieldError("spec.privacy.adaptiveClipping", "the count of unclipped updates would travel "
+                                 "outside the masked sum; use a fixed clippingNorm with secure aggregation"))
+    elif privacy.placement == "distributed":
+        share = privacy.noise_multiplier * privacy.clipping_norm / math.sqrt(spec.clients.min_available)
+        needed = privacy.clipping_norm + 6 * share
+        clip_range = spec.secure_aggregation.clip_range or DEFAULT_CLIP_RANGE
+        if clip_range < needed:
+            errors.append(FieldError("spec.secureAggregation.clipRange", f"{clip_range:g} would cut off the noise "
+                                     f"clients add before masking; at least {needed:.3g} (clippingNorm plus six "
+                                     f"standard deviations of a client's noise share)"))
     return errors
 
 
@@ -191,8 +212,6 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
         errors.append(_not_yet("spec.secureAggregation.mode", f"secure aggregation {spec.secure_aggregation.mode!r}"))
     if spec.data.sources:
         errors.append(_not_yet("spec.data.sources", "per-partition data sources"))
-    if spec.scheduling.gang:
-        errors.append(_not_yet("spec.scheduling.gang", "gang scheduling"))
     return errors
 
 
@@ -252,9 +271,6 @@ def secagg_rules(spec: JobSpec) -> list[FieldError]:
         errors.append(FieldError(f"{base}.threshold",
                                  f"{t} is below the safe minimum {safe_min_threshold(k)}: a strict majority of each "
                                  f"client's {k + 1} share holders (its neighbours and itself)"))
-    if spec.privacy is not None and spec.privacy.level == "client":
-        errors.append(FieldError("spec.privacy.level", "client-level DP clips and weights individual updates, "
-                                                       "which SecAgg+ hides from the aggregator; use level sample"))
     if secure.bits is not None and secure.bits < min_bits(spec.data.partitions):
         errors.append(FieldError(f"{base}.bits", f"{secure.bits} bits can overflow when {spec.data.partitions} "
                                                  f"clients are summed; at least {min_bits(spec.data.partitions)}"))
