@@ -28,6 +28,7 @@ from fedkube.secure.tls import AGGREGATOR as AGGREGATOR_IDENTITY
 from fedkube.secure.tls import CA_FILE, CERT_FILE, KEY_FILE, Identity, client_identity, make_transport_material
 from fedkube.spec.model import PodTemplateSpec
 from fedkube_operator import API_VERSION, KIND
+from fedkube_operator.data import data_access
 from fedkube_operator.gang import POD_GROUP_KIND, Gang, gang_of
 from fedkube_operator.names import (
     AGGREGATOR,
@@ -266,7 +267,7 @@ def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt:
         **({"imagePullPolicy": policy} if (policy := template.image_pull_policy or config.image_pull_policy)
            else {}),
         **container,
-        "env": _env(plan.name, template),
+        "env": _env(plan.name, template) + container.get("env", []),
         "securityContext": container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -356,7 +357,9 @@ def render_client_pod(plan: JobPlan, partition: int, owner: Owner, config: Rende
         volumes.append({"name": "ckks", "secret": {"secretName": ckks_secret_name(plan.name), "defaultMode": 0o440}})
         mounts.append({"name": "ckks", "mountPath": CKKS_DIR, "readOnly": True})
         command += ["--ckks-context", f"{CKKS_DIR}/{SECRET_FILE}"]
-    container = {"name": "client", "command": command, "volumeMounts": mounts}
+    data = data_access(client.source)
+    volumes += data.volumes
+    container = {"name": "client", "command": command, "volumeMounts": mounts + data.mounts, "env": data.env}
     return _pod(plan, owner, config, Slot(partition), attempt, client.pod, container, volumes)
 
 

@@ -59,6 +59,11 @@ BAD = [
      "needs more than 6 updates a round; spec.clients.minAvailable is 6"),
     ("multi-krum selecting too many", mutate("spec.strategy", {"name": "krum", "byzantine": 1, "multiKrum": 6}),
      "spec.strategy.multiKrum", "6 exceeds the 5 honest updates"),
+    ("exact sum with a robust rule", mutate("spec.strategy", {"name": "median", "exactSum": True}),
+     "spec.strategy.exactSum", "'median' keeps every update, so leave it false"),
+    ("exact sum with ckks", mutate("spec.secureAggregation", {"mode": "ckks"}, mutate("spec.strategy.exactSum", True)),
+     "spec.strategy.exactSum", "ckks sums ciphertexts approximately"),
+    ("exact sum as a string", mutate("spec.strategy.exactSum", "yes"), "spec.strategy.exactSum", "not of type"),
     ("top-k ratio on int8", mutate("spec.compression", {"kind": "int8", "ratio": 0.1}), "spec.compression.ratio",
      "only used by topk"),
     ("compression with secure aggregation",
@@ -123,6 +128,7 @@ def test_defaults_come_from_the_crd():
     assert job.spec.clients.round_timeout_seconds == 120
     assert job.spec.clients.optimizer.name == "sgd" and job.spec.clients.optimizer.lr == 0.05
     assert job.spec.strategy.name == "fedavg" and job.spec.checkpoint.keep_last == 3
+    assert job.spec.strategy.exact_sum is False
     assert job.manifest["spec"]["scheduling"]["suspend"] is False
     assert job.namespace == "default"
 

@@ -34,6 +34,7 @@ from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
+from fedkube.tasks.files import open_source
 from fedkube.weights import Weights, get_weights, set_weights, subtract
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class Client:
     def __init__(self, plan: ClientPlan, options: ConnectOptions) -> None:
         self.plan, self.options = plan, options
         self.task = load_task(plan.task)
-        self.data = self.task.load_partition(plan.partition, plan.num_partitions, plan.partitioner)
+        self.data = (self.task.load_partition(plan.partition, plan.num_partitions, plan.partitioner)
+                     if plan.source is None else self.task.load_source(plan.partition, open_source(plan.source)))
         self.device = pick_device()
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
