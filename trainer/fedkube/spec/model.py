@@ -89,6 +89,7 @@ class StrategySpec:
     trim_beta: float | None = None
     byzantine: int | None = None
     multi_krum: int | None = None
+    exact_sum: bool = False
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,10 @@ def strategy_rules(spec: JobSpec) -> list[FieldError]:
                 f"spec.strategy.{camel(param)}",
                 f"only used by {', '.join(sorted(users))}, not by {strategy.name!r}"))
     mode = spec.secure_aggregation.mode
+    if strategy.exact_sum and (strategy.name in ROBUST_STRATEGIES or mode == "ckks"):
+        keeps = f"{strategy.name!r} keeps every update" if mode != "ckks" else "ckks sums ciphertexts approximately"
+        errors.append(FieldError("spec.strategy.exactSum", f"only used where the aggregator sums plaintext "
+                                                           f"updates; {keeps}, so leave it false"))
     if strategy.name in ROBUST_STRATEGIES and mode != "none":
         errors.append(FieldError(
             "spec.strategy.name", f"{strategy.name!r} compares individual updates, which secure aggregation "
