@@ -12,6 +12,7 @@ from typing import Any
 
 from fedkube.spec import FederatedJob, FieldError, SpecError, parse_manifest
 from fedkube.spec.schema import apply_defaults, openapi_schema
+from fedkube.spec.sources import cluster_errors as source_cluster_errors
 
 # The one spec field a started job may change (Kueue-style suspension).
 MUTABLE_FIELDS = frozenset({"spec.scheduling.suspend"})
@@ -34,7 +35,7 @@ def parse(obj: Mapping[str, Any]) -> FederatedJob:
     Raises SpecError naming every bad field.
     """
     job = parse_manifest(document(obj), check_entrypoint=False)
-    errors = cluster_errors(job)
+    errors = cluster_errors(job) + source_cluster_errors(job.spec)
     if errors:
         raise SpecError(errors)
     return job

@@ -32,20 +32,23 @@ class PartitionerSpec:
 @dataclass(frozen=True)
 class PvcSource:
     claim_name: str
+    sub_path: str | None = None
     mount_path: str = "/data"
 
 
 @dataclass(frozen=True)
 class ObjectStoreSource:
     uri: str
+    endpoint_url: str | None = None
     secret_ref: str | None = None
 
 
 @dataclass(frozen=True)
 class DataSourceSpec:
-    partitions: tuple[int, ...]
+    partitions: tuple[int, ...] = ()  # empty: every partition
     pvc: PvcSource | None = None
     object_store: ObjectStoreSource | None = None
+    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class StrategySpec:
     trim_beta: float | None = None
     byzantine: int | None = None
     multi_krum: int | None = None
+    exact_sum: bool = False
 
 
 @dataclass(frozen=True)
