@@ -31,6 +31,14 @@ PLURALS = {
 }
 
 
+class ForeignObjectError(Exception):
+    """An object with our name belongs to an earlier job of the same name (not yet garbage-collected)."""
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
 class KubeError(Exception):
     """An API call the server refused, with its HTTP status and the server's message."""
 

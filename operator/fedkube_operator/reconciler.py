@@ -22,9 +22,10 @@ import yaml
 from fedkube.plan import JobPlan, make_plan
 from fedkube.spec import FederatedJob, SpecError, parse_manifest
 from fedkube_operator import API_VERSION, KIND
+from fedkube_operator.authority import create_signed, job_authority
 from fedkube_operator.config import OperatorConfig
 from fedkube_operator.gang import gang_of
-from fedkube_operator.kube import Kube, KubeError
+from fedkube_operator.kube import ForeignObjectError, Kube, KubeError, owned_by
 from fedkube_operator.manifest import parse, refusal_message, refused_changes
 from fedkube_operator.metrics import OperatorMetrics
 from fedkube_operator.names import AGGREGATOR, configmap_name
@@ -56,20 +57,17 @@ class Runtime:
         await self.probe.close()
 
 
-class ForeignObjectError(Exception):
-    """An object with our name belongs to an earlier job of the same name (not yet garbage-collected)."""
-
-
-def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
-
-
 async def _create_job_objects(kube: Kube, plan: JobPlan, owner: Owner, runtime: Runtime) -> None:
-    """Secret, Service and claim first, the ConfigMap last: its existence means the rest exists."""
-    objects = render_job_objects(plan, owner, runtime.config.render)
+    """The CA first, then Secrets signed by it, Service and claim, the ConfigMap last: its existence means
+    the rest exists."""
+    authority = await job_authority(kube, plan, owner)
+    objects = render_job_objects(plan, owner, runtime.config.render, authority)
     objects.sort(key=lambda o: o["kind"] == "ConfigMap")
     for obj in objects:
-        await kube.create(obj)
+        if authority is not None and obj["kind"] == "Secret" and obj["type"] == "kubernetes.io/tls":
+            await create_signed(kube, obj, authority)
+        else:
+            await kube.create(obj)
 
 
 async def running_job(body: Mapping[str, Any], memo: Any, runtime: Runtime, owner: Owner) -> FederatedJob:
@@ -85,7 +83,7 @@ async def running_job(body: Mapping[str, Any], memo: Any, runtime: Runtime, owne
     configmap = await kube.get("v1", "ConfigMap", owner.namespace, configmap_name(owner.name))
     if configmap is None:
         job = parse(body)
-    elif not _owned_by(configmap, owner.uid):
+    elif not owned_by(configmap, owner.uid):
         raise ForeignObjectError(f"ConfigMap {configmap_name(owner.name)} belongs to an earlier FederatedJob "
                                  f"named {owner.name}; waiting for it to be garbage-collected")
     else:

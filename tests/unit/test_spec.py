@@ -177,3 +177,24 @@ def test_readme_manifest_reference_matches_the_crd():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split(START + "\n", 1)[1].split(END, 1)[0]
     assert section == reference(), "regenerate with `python -m fedkube.spec.reference`"
+
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
+def test_every_shipped_example_validates_and_plans(example):
+    assert main(["validate", str(example)]) == 0
+    doc = yaml.safe_load(example.read_text())
+    assert len(make_plan(parse_manifest(doc)).clients) == doc["spec"]["data"]["partitions"]
+
+
+def test_the_noniid_examples_differ_only_in_their_strategy():
+    """bench/noniid_digits.py compares strategies: anything else differing would bias its table."""
+    docs = {e.stem: yaml.safe_load(e.read_text()) for e in EXAMPLES if e.stem.startswith("digits-noniid-")}
+    assert len(docs) == 3
+    for doc in docs.values():
+        doc["spec"].pop("strategy")
+        doc["metadata"].pop("name")
+    first, *others = docs.values()
+    assert all(other == first for other in others)

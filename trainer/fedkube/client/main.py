@@ -99,6 +99,7 @@ class Client:
         self.mu = proximal_mu(plan.strategy)
         self.variates: Weights = {}                    # SCAFFOLD's client control variate c_i
         self.rewind: RoundRewind[tuple[Weights, Codec]] = RoundRewind(plan.rewind_rounds)
+        self.secagg: SecAggParticipant | None = None  # the last SecAgg+ attempt, kept for a resumed unmasking
 
     def _retrying(self, what: str, call):  # type: ignore[no-untyped-def]
         """Run `call` until it succeeds, backing off while the aggregator is unreachable."""
@@ -186,6 +187,9 @@ class Client:
             info, weights = task
             set_context(round=info.round)
             try:
+                if self.secagg is not None and self.secagg.serves_again(info):
+                    self.secagg.unmask()
+                    continue
                 secagg = self._secure_aggregation(info)
                 reply = self.stub.SubmitUpdate(self.train_round(info, weights, secagg))
                 if reply.accepted and secagg is not None:
@@ -206,7 +210,7 @@ class Client:
         config = json.loads(info.config_json or "{}")
         if "secagg" not in config:
             return None
-        secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
+        secagg = self.secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
         secagg.exchange_keys()
         return secagg
 
