@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch.utils.data import Dataset
 
 from fedkube.plan import make_plan
@@ -27,6 +28,7 @@ from fedkube.tasks.files import open_source
 from fedkube_operator.manifest import admission_errors
 from fedkube_operator.render import Owner, RenderConfig, render_aggregator_pod, render_client_pod
 
+ROOT = Path(__file__).resolve().parents[2]
 OWNER = Owner("silos", "hospitals", "uid-1")
 CONFIG = RenderConfig(image="trainer:test")
 
@@ -121,6 +123,21 @@ def test_where_each_kind_of_source_can_run() -> None:
     assert [e.path for e in local_errors(pvc.spec)] == ["spec.data.sources[0].pvc"]
     assert [e.path for e in admission_errors("CREATE", local, None)] == ["spec.data.sources[0].path"]
     assert admission_errors("CREATE", doc([{"partitions": [1], "pvc": {"claimName": "b"}}]), None) == []
+
+
+def test_the_silos_example_is_a_cluster_job_whose_pods_reach_only_their_own_data() -> None:
+    example = yaml.safe_load((ROOT / "examples" / "silos-breast-cancer.yaml").read_text())
+    assert admission_errors("CREATE", example, None) == []
+    plan = plan_of(example)
+
+    pods = [render_client_pod(plan, p, OWNER, CONFIG) for p in range(3)]
+
+    assert [_claims(pod) for pod in pods] == [["silo-0"], ["silo-1"], []]
+    secrets = [{e["valueFrom"]["secretKeyRef"]["name"] for e in pod["spec"]["containers"][0]["env"]
+                if "secretKeyRef" in e.get("valueFrom", {})} for pod in pods]
+    assert secrets == [set(), set(), {"hospital-c-s3"}]
+    assert [pod["spec"]["nodeSelector"]["fedkube.io/silo"] for pod in pods] == [
+        "hospital-a", "hospital-b", "hospital-c"]
 
 
 # --- resolution: each client gets its own source, and only it -----------------------------------
