@@ -102,7 +102,7 @@ def _start_workers(target: str, clients: int, processes: int) -> list[subprocess
     share = -(-clients // processes)
     return [subprocess.Popen([sys.executable, "-m", "bench.many_clients", "--worker", target, str(first),
                               str(min(share, clients - first))], stdout=subprocess.PIPE, text=True,
-                             env=trainer_env(), cwd=ROOT)
+                             env=trainer_env(GRPC_VERBOSITY="ERROR"), cwd=ROOT)  # no GOAWAY chatter at the end
             for first in range(0, clients, share)]
 
 
