@@ -201,3 +201,14 @@ def test_the_float_sum_matches_float64_within_float32_rounding_and_the_exact_sum
         # The exact mean is the float64 computation rounded once, and agrees with the float sum within the bound.
         np.testing.assert_allclose(exact_mean[spec.name], by_hand.astype(np.float32), rtol=2.0 ** -23, atol=0)
         assert np.all(np.abs(got - exact_mean[spec.name]) <= bound + 2.0 ** -24 * np.abs(by_hand))
+
+
+@MODES
+def test_empty_and_unaligned_chunks_fold(exact):
+    acc = WeightedSum([TensorSpec("w", "float32", (4,))], exact)
+    fold = acc.begin(2)
+    fold.add(0, 0, b"")
+    raw = b"x" + np.array([1, 2, 3, 4], np.float32).tobytes()
+    fold.add(0, 0, memoryview(raw)[1:])  # a view that starts off a 4-byte boundary
+    fold.commit()
+    np.testing.assert_array_equal(acc.mean()["w"], [1, 2, 3, 4])

@@ -36,6 +36,8 @@ class FloatSum(RunningSum):
 
     def fold(self, index: int, where: slice | np.ndarray, values: np.ndarray, weight: float) -> bool:
         flat = self._flat[index]
+        if not values.size:  # BLAS refuses empty vectors, and there is nothing to add
+            return True
         if isinstance(where, slice) and values.dtype == flat.dtype:
             dot, axpy = self._blas[index]
             # One pass clears a normal chunk; only one that fails the screen is checked value by value.
