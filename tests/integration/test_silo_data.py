@@ -67,6 +67,8 @@ def test_each_client_reads_only_its_own_folder(tmp_path: Path) -> None:
         other = f"hospital-{1 - p}"
         assert other not in seen[p]["configuration"], f"client {p}'s configuration names {other}"
     assert job.metrics()[-1]["clients_reported"] == 2
+    for p in SPLITS:  # each client's own manifest, readable by its owner only
+        assert (job.run.run_dir / "clients" / f"client-{p}.yaml").stat().st_mode & 0o777 == 0o600
 
 
 def test_each_client_reads_only_its_own_s3_prefix(tmp_path: Path, s3_server: str, s3_bucket: str) -> None:

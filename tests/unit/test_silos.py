@@ -17,6 +17,7 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
+from fedkube.cli import main
 from fedkube.plan import make_plan
 from fedkube.spec import SpecError, parse_manifest
 from fedkube.spec.model import PartitionerSpec, TaskSpec
@@ -138,6 +139,16 @@ def test_the_silos_example_is_a_cluster_job_whose_pods_reach_only_their_own_data
     assert secrets == [set(), set(), {"hospital-c-s3"}]
     assert [pod["spec"]["nodeSelector"]["fedkube.io/silo"] for pod in pods] == [
         "hospital-a", "hospital-b", "hospital-c"]
+
+
+def test_fedkube_run_refuses_a_claim_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(doc([{"partitions": [0], "pvc": {"claimName": "silo-0"}}])))
+
+    assert main(["run", str(manifest), "--output-dir", str(tmp_path / "run")]) == 1
+
+    assert "spec.data.sources[0].pvc: a PersistentVolumeClaim needs a cluster" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "logs").exists()  # nothing was started
 
 
 # --- resolution: each client gets its own source, and only it -----------------------------------
