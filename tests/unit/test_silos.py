@@ -106,6 +106,10 @@ def test_each_placement_field_is_overridden_per_partition(partition: int, resour
     ([{"partitions": [0], "objectStore": {"uri": "s3://bucket/x", "endpointUrl": "minio:9000"}}],
      "spec.data.sources[0].objectStore.endpointUrl", "not an http:// or https:// URL"),
     ([{"partitions": [0], "path": "relative/dir"}], "spec.data.sources[0].path", "does not match"),
+    ([{"partitions": [0], "pvc": {"claimName": "Silo_A"}}], "spec.data.sources[0].pvc.claimName",
+     "'Silo_A' is not a Kubernetes object name"),
+    ([{"objectStore": {"uri": "s3://b-x/{partition}", "secretRef": "creds {partition}"}}],
+     "spec.data.sources[0].objectStore.secretRef", "is not a Kubernetes object name"),
 ])
 def test_bad_sources_are_refused_with_their_field_path(sources: list[dict[str, Any]], path: str,
                                                         message: str) -> None:

@@ -22,6 +22,8 @@ from fedkube.spec.model import DataSourceSpec, JobSpec, camel
 PLACEHOLDER = "{partition}"
 KINDS = ("pvc", "objectStore", "path")
 S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# A Kubernetes object name (DNS-1123 subdomain), checked with `{partition}` standing for a number.
+OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 def _fill(value: str | None, partition: int) -> str | None:
@@ -96,6 +98,12 @@ def source_rules(spec: JobSpec) -> list[FieldError]:
                                      f"put {PLACEHOLDER} in it so each partition reads only its own data"))
         if entry.object_store is not None:
             errors += _object_store_errors(base, entry)
+        names = {"pvc.claimName": entry.pvc.claim_name if entry.pvc else None,
+                 "objectStore.secretRef": entry.object_store.secret_ref if entry.object_store else None}
+        errors += [FieldError(f"{base}.{field}", f"{name!r} is not a Kubernetes object name (lower-case letters, "
+                                                 "digits, '-' and '.'; {partition} allowed)")
+                   for field, name in names.items()
+                   if name is not None and not OBJECT_NAME.fullmatch(name.replace(PLACEHOLDER, "0"))]
     return errors
 
 
