@@ -145,6 +145,16 @@ def test_the_silos_example_is_a_cluster_job_whose_pods_reach_only_their_own_data
         "hospital-a", "hospital-b", "hospital-c"]
 
 
+@pytest.mark.parametrize("mount_path, clash", [("/tmp", "/tmp"), ("/etc/fedkube", "/etc/fedkube/ckks"),
+                                               ("/tmp/data/", "/tmp"), ("/", "/etc/fedkube/ckks")])
+def test_a_claim_may_not_be_mounted_over_what_the_pod_uses(mount_path: str, clash: str) -> None:
+    manifest = doc([{"partitions": [0], "pvc": {"claimName": "silo-0", "mountPath": mount_path}}])
+
+    (error,) = admission_errors("CREATE", manifest, None)
+
+    assert error.path == "spec.data.sources[0].pvc.mountPath" and f"overlaps {clash!r}" in error.message
+
+
 def test_fedkube_run_refuses_a_claim_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     manifest = tmp_path / "job.yaml"
     manifest.write_text(yaml.safe_dump(doc([{"partitions": [0], "pvc": {"claimName": "silo-0"}}])))
