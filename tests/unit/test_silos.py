@@ -106,6 +106,13 @@ def test_each_placement_field_is_overridden_per_partition(partition: int, resour
     ([{"partitions": [0], "objectStore": {"uri": "s3://bucket/x", "endpointUrl": "minio:9000"}}],
      "spec.data.sources[0].objectStore.endpointUrl", "not an http:// or https:// URL"),
     ([{"partitions": [0], "path": "relative/dir"}], "spec.data.sources[0].path", "does not match"),
+    ([{"partitions": [0], "path": "/silos"}, {"partitions": [2], "path": "/silos/c/"}], "spec.data.sources[1]",
+     "partition 2's data (file:///silos/c) is partition 0's or lies inside it (file:///silos)"),
+    ([{"partitions": [0], "objectStore": {"uri": "s3://bkt/a/"}}, {"partitions": [1], "objectStore": {
+        "uri": "s3://bkt/a"}}], "spec.data.sources[1]", "partition 1's data (s3://bkt/a) is partition 0's"),
+    ([{"partitions": [0, 1], "pvc": {"claimName": "shared", "subPath": "p{partition}"}},
+      {"partitions": [2], "pvc": {"claimName": "shared"}}], "spec.data.sources[0]",
+     "partition 1's data (pvc://shared/p1) is partition 2's or lies inside it (pvc://shared)"),
     ([{"partitions": [0], "pvc": {"claimName": "Silo_A"}}], "spec.data.sources[0].pvc.claimName",
      "'Silo_A' is not a Kubernetes object name"),
     ([{"objectStore": {"uri": "s3://b-x/{partition}", "secretRef": "creds {partition}"}}],
