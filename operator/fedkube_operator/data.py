@@ -8,10 +8,13 @@ manifest says (the mount path, or the prefix) through the Task interface.
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedkube.spec.model import DataSourceSpec
+from fedkube.spec.errors import FieldError
+from fedkube.spec.model import DataSourceSpec, JobSpec
 
 DATA_VOLUME = "data"
 # Keys of a source's Secret that become the client's AWS_* variables; the token is optional.
@@ -46,3 +49,18 @@ def data_access(source: DataSourceSpec | None) -> DataAccess:
         {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": name,
                                                       **({"optional": True} if optional else {})}}}
         for name, optional in CREDENTIAL_KEYS])
+
+
+def mount_path_errors(spec: JobSpec, taken: Iterable[str]) -> list[FieldError]:
+    """A claim mounted over, inside or above a path the client pod already uses would break the pod."""
+    errors = []
+    for i, entry in enumerate(spec.data.sources):
+        if entry.pvc is None:
+            continue
+        path = posixpath.normpath(entry.pvc.mount_path)
+        clash = next((t for t in taken if path == "/" or posixpath.commonpath([path, t]) in (path, t)), None)
+        if clash is not None:
+            errors.append(FieldError(f"spec.data.sources[{i}].pvc.mountPath",
+                                     f"{entry.pvc.mount_path!r} overlaps {clash!r}, which the client pod uses; "
+                                     "choose a folder of its own, e.g. /data"))
+    return errors

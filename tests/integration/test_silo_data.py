@@ -8,13 +8,20 @@ holds and everything its configuration names, from inside the client process.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import numpy as np
+import pytest
 from jobs import Job, job_doc, with_task
 from sklearn.datasets import load_digits
+
+from fedkube.plan import make_plan
+from fedkube.spec import parse_manifest
+from fedkube.stores import StoreError
+from fedkube.tasks.files import open_source, read_labelled_arrays
 
 SPLITS = {0: range(0, 5), 1: range(5, 10)}
 
@@ -67,6 +74,8 @@ def test_each_client_reads_only_its_own_folder(tmp_path: Path) -> None:
         other = f"hospital-{1 - p}"
         assert other not in seen[p]["configuration"], f"client {p}'s configuration names {other}"
     assert job.metrics()[-1]["clients_reported"] == 2
+    for p in SPLITS:  # each client's own manifest, readable by its owner only
+        assert (job.run.run_dir / "clients" / f"client-{p}.yaml").stat().st_mode & 0o777 == 0o600
 
 
 def test_each_client_reads_only_its_own_s3_prefix(tmp_path: Path, s3_server: str, s3_bucket: str) -> None:
@@ -89,3 +98,35 @@ def test_each_client_reads_only_its_own_s3_prefix(tmp_path: Path, s3_server: str
         assert seen[p]["uri"] == f"s3://{s3_bucket}/silos/{p}"
         assert seen[p]["files"] == ["part-000.npz"] and seen[p]["labels"] == list(labels)
         assert f"silos/{1 - p}" not in seen[p]["configuration"]
+
+
+def test_a_silos_scoped_credentials_read_its_prefix_and_are_refused_the_others(
+        tmp_path: Path, s3_server: str, s3_bucket: str, enforce_s3_auth: Callable[[], None],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What each client pod gets from its own Secret: keys whose policy covers its prefix only."""
+    s3, iam = boto3.client("s3", endpoint_url=s3_server), boto3.client("iam", endpoint_url=s3_server)
+    keys = {}
+    for p, (x, y) in silo_arrays().items():
+        path = tmp_path / f"{p}.npz"
+        np.savez(path, x=x, y=y)
+        s3.upload_file(str(path), s3_bucket, f"silos/{p}/part-000.npz")
+        iam.create_user(UserName=f"silo-{p}-{s3_bucket}")
+        iam.put_user_policy(UserName=f"silo-{p}-{s3_bucket}", PolicyName="own-prefix", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{s3_bucket}/silos/{p}/*"},
+                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{s3_bucket}",
+                 "Condition": {"StringLike": {"s3:prefix": [f"silos/{p}/*"]}}}]}))
+        keys[p] = iam.create_access_key(UserName=f"silo-{p}-{s3_bucket}")["AccessKey"]
+    plan = make_plan(parse_manifest(silo_doc("scoped", tmp_path, [{"objectStore": {
+        "uri": f"s3://{s3_bucket}/silos/{{partition}}", "endpointUrl": s3_server}}]), check_entrypoint=False))
+    enforce_s3_auth()
+
+    for p in SPLITS:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys[p]["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys[p]["SecretAccessKey"])
+        _, labels = read_labelled_arrays(open_source(plan.clients[p].source))
+        assert sorted(set(labels.tolist())) == list(SPLITS[p])
+        # The other silo's records are refused. (Its key names are not: moto does not evaluate the
+        # s3:prefix condition on ListBucket that S3 itself applies.)
+        with pytest.raises(StoreError, match="access denied"):
+            open_source(plan.clients[1 - p].source).get("part-000.npz")

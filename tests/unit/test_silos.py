@@ -17,6 +17,7 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
+from fedkube.cli import main
 from fedkube.plan import make_plan
 from fedkube.spec import SpecError, parse_manifest
 from fedkube.spec.model import PartitionerSpec, TaskSpec
@@ -105,6 +106,17 @@ def test_each_placement_field_is_overridden_per_partition(partition: int, resour
     ([{"partitions": [0], "objectStore": {"uri": "s3://bucket/x", "endpointUrl": "minio:9000"}}],
      "spec.data.sources[0].objectStore.endpointUrl", "not an http:// or https:// URL"),
     ([{"partitions": [0], "path": "relative/dir"}], "spec.data.sources[0].path", "does not match"),
+    ([{"partitions": [0], "path": "/silos"}, {"partitions": [2], "path": "/silos/c/"}], "spec.data.sources[1]",
+     "partition 2's data (file:///silos/c) is partition 0's or lies inside it (file:///silos)"),
+    ([{"partitions": [0], "objectStore": {"uri": "s3://bkt/a/"}}, {"partitions": [1], "objectStore": {
+        "uri": "s3://bkt/a"}}], "spec.data.sources[1]", "partition 1's data (s3://bkt/a) is partition 0's"),
+    ([{"partitions": [0, 1], "pvc": {"claimName": "shared", "subPath": "p{partition}"}},
+      {"partitions": [2], "pvc": {"claimName": "shared"}}], "spec.data.sources[0]",
+     "partition 1's data (pvc://shared/p1) is partition 2's or lies inside it (pvc://shared)"),
+    ([{"partitions": [0], "pvc": {"claimName": "Silo_A"}}], "spec.data.sources[0].pvc.claimName",
+     "'Silo_A' is not a Kubernetes object name"),
+    ([{"objectStore": {"uri": "s3://b-x/{partition}", "secretRef": "creds {partition}"}}],
+     "spec.data.sources[0].objectStore.secretRef", "is not a Kubernetes object name"),
 ])
 def test_bad_sources_are_refused_with_their_field_path(sources: list[dict[str, Any]], path: str,
                                                         message: str) -> None:
@@ -138,6 +150,26 @@ def test_the_silos_example_is_a_cluster_job_whose_pods_reach_only_their_own_data
     assert secrets == [set(), set(), {"hospital-c-s3"}]
     assert [pod["spec"]["nodeSelector"]["fedkube.io/silo"] for pod in pods] == [
         "hospital-a", "hospital-b", "hospital-c"]
+
+
+@pytest.mark.parametrize("mount_path, clash", [("/tmp", "/tmp"), ("/etc/fedkube", "/etc/fedkube/ckks"),
+                                               ("/tmp/data/", "/tmp"), ("/", "/etc/fedkube/ckks")])
+def test_a_claim_may_not_be_mounted_over_what_the_pod_uses(mount_path: str, clash: str) -> None:
+    manifest = doc([{"partitions": [0], "pvc": {"claimName": "silo-0", "mountPath": mount_path}}])
+
+    (error,) = admission_errors("CREATE", manifest, None)
+
+    assert error.path == "spec.data.sources[0].pvc.mountPath" and f"overlaps {clash!r}" in error.message
+
+
+def test_fedkube_run_refuses_a_claim_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(doc([{"partitions": [0], "pvc": {"claimName": "silo-0"}}])))
+
+    assert main(["run", str(manifest), "--output-dir", str(tmp_path / "run")]) == 1
+
+    assert "spec.data.sources[0].pvc: a PersistentVolumeClaim needs a cluster" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "logs").exists()  # nothing was started
 
 
 # --- resolution: each client gets its own source, and only it -----------------------------------

@@ -7,6 +7,7 @@ generically, so the dataclasses below are the whole description of the typed spe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -244,9 +245,15 @@ def _convert(tp: Any, value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _type_hints(cls: Any) -> dict[str, Any]:
+    """Resolved once per class: resolving string annotations costs more than building the object."""
+    return typing.get_type_hints(cls)
+
+
 def from_dict(cls: Any, data: dict[str, Any]) -> Any:
     """Build dataclass `cls` from a schema-valid camelCase mapping (unknown keys were refused)."""
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         key = camel(f.name)

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 from fedkube.secure import DEFAULT_CLIP_RANGE, min_bits, safe_min_threshold
 from fedkube.spec.errors import FieldError
 from fedkube.spec.model import JobSpec, camel
+from fedkube.spec.quantities import resource_rules
 from fedkube.spec.sources import S3_BUCKET, source_rules
 
 SUPPORTED_SECURE_AGGREGATION = {"none", "secagg+", "ckks"}
@@ -278,7 +279,7 @@ def secagg_rules(spec: JobSpec) -> list[FieldError]:
 
 SPEC_RULES: list[Callable[[JobSpec], list[FieldError]]] = [
     quorum_rules, partition_reference_rules, strategy_rules, compression_rules, privacy_rules,
-    checkpoint_rules, unbuilt_feature_rules, secagg_rules, ckks_rules, source_rules,
+    checkpoint_rules, unbuilt_feature_rules, secagg_rules, ckks_rules, source_rules, resource_rules,
 ]
 
 
