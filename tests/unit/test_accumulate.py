@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fedkube.aggregator.accumulate import UpdateRejected, WeightedSum
+from fedkube.aggregator.exact_sum import BLOCK
 from fedkube.protocol.tensors import TensorSpec, iter_chunks, specs_of
 from fedkube.strategies.fedavg import FedAvg
 
@@ -212,3 +213,23 @@ def test_empty_and_unaligned_chunks_fold(exact):
     fold.add(0, 0, memoryview(raw)[1:])  # a view that starts off a 4-byte boundary
     fold.commit()
     np.testing.assert_array_equal(acc.mean()["w"], [1, 2, 3, 4])
+
+
+def test_exact_sum_takes_chunks_longer_than_its_blocks_whole_or_not_at_all():
+    size = 3 * BLOCK + 5
+    rng = np.random.default_rng(5)
+    dense, sparse = (rng.standard_normal(size).astype(np.float32) for _ in range(2))
+    positions = rng.permutation(size)
+    acc = WeightedSum([TensorSpec("w", "float32", (size,))], exact=True)
+    fold = acc.begin(3)
+    fold.add_dense(0, 0, dense)
+    fold.add_sparse(0, positions, sparse)
+    bad = dense.copy()
+    bad[2 * BLOCK + 1] = np.inf  # in the third block: nothing of the chunk may reach the sum
+    with pytest.raises(UpdateRejected):
+        fold.add_dense(0, 0, bad)
+    fold.commit()
+
+    by_hand = 3 * dense.astype(np.float64)
+    by_hand[positions] += 3 * sparse.astype(np.float64)
+    np.testing.assert_array_equal(acc.mean()["w"], (by_hand / 3).astype(np.float32))
