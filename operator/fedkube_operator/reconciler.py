@@ -247,7 +247,8 @@ async def reconcile(body: Mapping[str, Any], memo: Any, indexed_pods: Iterable[P
 
     pod_group_missing = "" if previous.get("phase") in TERMINAL else await ensure_pod_group(
         runtime.kube, job, memo, owner)
-    pods = with_unseen(tuple(p for p in indexed_pods if p.owner_uid == owner.uid), _unseen(memo, owner.uid), now)
+    indexed = tuple(p for p in indexed_pods if p.owner_uid == owner.uid)
+    pods = with_unseen(indexed, _unseen(memo, owner.uid), now)
     aggregator = _live_aggregator(pods) if previous.get("phase") not in TERMINAL else None
     report = await runtime.probe.report(aggregator.ip) if aggregator is not None and aggregator.ip else None
     refused = _refused_changes(memo, owner.uid, job, spec)
@@ -262,12 +263,12 @@ async def reconcile(body: Mapping[str, Any], memo: Any, indexed_pods: Iterable[P
         logger.info("creating %d pods: %s", len(decision.create),
                     _names(s.pod_name(owner.name, n) for s, n in decision.create))
         written = dict(previous)
-        refused = await _create_pods(decision, memo, runtime, owner, job, written, now)
+        refusal = await _create_pods(decision, memo, runtime, owner, job, written, now)
         previous = written
-        if refused:
-            logger.error("%s", refused)
-            pods = with_unseen(pods, _unseen(memo, owner.uid), now)
-            decision = decide(replace(observation, pods=pods, previous=previous, creation_refused=refused))
+        if refusal:
+            logger.error("%s", refusal)
+            pods = with_unseen(indexed, _unseen(memo, owner.uid), now)
+            decision = decide(replace(observation, pods=pods, previous=previous, creation_refused=refusal))
     if decision.delete:
         logger.info("deleting %d pods: %s", len(decision.delete), _names(decision.delete))
     await _act(decision, memo, runtime, owner, previous, now)
