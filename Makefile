@@ -25,9 +25,13 @@ demo: $(STAMP)
 $(HELM): tests/chart/helm_tool.py
 	python3 tests/chart/helm_tool.py $(HELM)
 
+# Two workers, one test file each at a time: whole-job tests spend much of their time waiting on
+# deadlines and sleeping stragglers, which the other worker fills. `make test PYTEST_PARALLEL=` runs serially.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 test: $(STAMP) $(HELM)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
 
 # Flower gets its own venv (its protobuf pin conflicts with ours) that sees .venv's packages

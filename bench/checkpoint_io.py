@@ -10,15 +10,13 @@ format (serialisation, hashing, verification) costs on top of moving the bytes.
 The S3 endpoint is moto's server in its own process on 127.0.0.1 (`moto_server`), spoken to
 over HTTP by the product's boto3 code, as in the integration tests.
 
-    python bench/checkpoint_io.py [--mb 500] [--repeats 2] [--no-record]
+    python -m bench.checkpoint_io [--mb 500] [--repeats 2] [--no-record]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -34,14 +32,11 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "trainer")]
+from bench.common import MB, Report
+from fedkube.checkpoint import read_checkpoint, write_checkpoint
+from fedkube.stores import FileStore, Store
+from fedkube.stores.s3 import S3Store
 
-from fedkube.checkpoint import read_checkpoint, write_checkpoint  # noqa: E402
-from fedkube.stores import FileStore, Store  # noqa: E402
-from fedkube.stores.s3 import S3Store  # noqa: E402
-
-MB = 1e6
 TENSORS = 10
 
 
@@ -109,32 +104,20 @@ def moto_endpoint() -> Iterator[str]:
         server.wait(10)
 
 
-def machine() -> str:
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    versions = ", ".join(f"{d} {metadata.version(d)}" for d in ("numpy", "safetensors", "boto3", "moto"))
-    return (f"{os.cpu_count()} cores ({cpu}), {mem_gb:.1f} GB RAM; Python {platform.python_version()}; "
-            f"{versions}")
-
-
-def report(megabytes: float, repeats: int, results: dict[str, dict[str, float]], started: dt.datetime,
-           loads: tuple[float, float], disk: str) -> str:
-    lines = [
-        f"### Checkpoint I/O: a {megabytes:.0f} MB model to file:// and to a local S3 endpoint — "
-        f"{started:%Y-%m-%d %H:%M} UTC", "",
-        f"Machine: {machine()}. Load average {loads[0]:.1f} before, {loads[1]:.1f} after. file:// on {disk}; "
-        f"S3: moto's server in its own process on 127.0.0.1. Best of {repeats} runs each; MB = 10^6 bytes.", "",
-        "| store | checkpoint write MB/s | checkpoint read MB/s | peer: plain put MB/s | peer: plain get MB/s "
-        "| write / put | read / get |", "|---|---|---|---|---|---|---|",
-    ]
+def report(megabytes: float, repeats: int, results: dict[str, dict[str, float]], disk: str) -> Report:
+    out = Report(f"Checkpoint I/O: a {megabytes:.0f} MB model to file:// and to a local S3 endpoint",
+                 ["store", "checkpoint write MB/s", "checkpoint read MB/s", "peer: plain put MB/s",
+                  "peer: plain get MB/s", "write / put", "read / get"])
     for name, r in results.items():
-        lines.append(f"| {name} | {r['write']:.0f} | {r['read']:.0f} | {r['put']:.0f} | {r['get']:.0f} "
-                     f"| {r['write'] / r['put']:.2f} | {r['read'] / r['get']:.2f} |")
-    lines += ["", "- Write: safetensors serialisation to a staging file, sha256, upload, manifest, `latest`, "
+        out.add(name, f"{r['write']:.0f}", f"{r['read']:.0f}", f"{r['put']:.0f}", f"{r['get']:.0f}",
+                f"{r['write'] / r['put']:.2f}", f"{r['read'] / r['get']:.2f}")
+    versions = ", ".join(f"{d} {metadata.version(d)}" for d in ("safetensors", "boto3", "moto"))
+    out.notes += [f"file:// on {disk}; S3: moto's server in its own process on 127.0.0.1 ({versions}). "
+                  f"Best of {repeats} runs each; MB = 10^6 bytes.",
+                  "Write: safetensors serialisation to a staging file, sha256, upload, manifest, `latest`, "
                   "pruning. Read: download, size and sha256 check, safetensors load. The peer moves the same "
                   "bytes through the same Store with no format at all."]
-    return "\n".join(lines) + "\n"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, value)
 
     weights = make_weights(args.mb)
-    started, load_before = dt.datetime.now(dt.UTC), os.getloadavg()[0]
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="fedkube-bench-") as tmp:
         scratch = Path(tmp) / "scratch"
@@ -159,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             results["s3:// (moto on 127.0.0.1)"] = measure(S3Store("s3://bench/job", endpoint), weights, scratch,
                                                           args.repeats)
         disk = subprocess.run(["df", "--output=fstype", tmp], capture_output=True, text=True).stdout.split()[-1]
-    text = report(args.mb, args.repeats, results, started, (load_before, os.getloadavg()[0]), disk)
-    print("\n" + text)
-    if not args.no_record:
-        with (ROOT / "BENCHMARKS.md").open("a") as f:
-            f.write("\n" + text)
+    results_report = report(args.mb, args.repeats, results, disk)
+    if args.no_record:
+        print(results_report.table())
+    else:
+        results_report.publish()
     return 0
 
 

@@ -90,16 +90,19 @@ class Report:
     def add(self, *row: Any) -> None:
         self.rows.append(row)
 
+    def table(self) -> str:
+        """The results alone as a markdown table, for a README section generated from a run."""
+        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
     def markdown(self, facts: dict[str, Any]) -> str:
-        cells = [[_cell(v) for v in row] for row in self.rows]
         lines = [f"### {self.title} — {self.started:%Y-%m-%d %H:%M} UTC", "",
                  f"Machine: {facts['cores']} cores ({facts['cpu']}), {facts['ram_gb']} GB RAM; "
                  f"Python {facts['python']}; fedkube {facts['fedkube']}, flwr {facts['flwr']}, "
                  f"torch {facts['torch']}, numpy {facts['numpy']}, grpcio {facts['grpcio']}, "
                  f"protobuf {facts['protobuf']}. Load average {self.load_before:.1f} before, "
-                 f"{load_average():.1f} after.", "",
-                 "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
-        lines += ["| " + " | ".join(row) + " |" for row in cells]
+                 f"{load_average():.1f} after.", "", self.table().rstrip()]
         lines += [""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines).rstrip() + "\n"
 
@@ -110,6 +113,14 @@ class Report:
         with path.open("a") as f:
             f.write("\n" + text)
         return text
+
+
+def write_readme_section(start: str, end: str, text: str) -> None:
+    """Replace what lies between the README's `start` and `end` markers: tables generated from a run."""
+    readme = ROOT / "README.md"
+    head, rest = readme.read_text().split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}{end}{tail}")
 
 
 def _cell(value: Any) -> str:

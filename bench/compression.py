@@ -3,9 +3,9 @@
 Trains one digits client for one round to get a genuine update, encodes it with every codec,
 decodes it through the aggregator's own decoder into a WeightedSum, and prints the wire size
 against the uncompressed update measured in the same run, with the relative L2 error of the
-decoded update. `--append` adds the table to BENCHMARKS.md.
+decoded update. `--publish` adds the table to BENCHMARKS.md.
 
-    python bench/compression.py [--append]
+    python -m bench.compression [--publish]
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.common import Report
 from fedkube.aggregator.accumulate import WeightedSum
 from fedkube.compression import UpdateDecoder, build_codec
 from fedkube.plan import TrainSettings
@@ -26,7 +26,6 @@ from fedkube.spec.model import CompressionSpec, OptimizerSpec, PartitionerSpec, 
 from fedkube.tasks import load_task
 from fedkube.weights import get_weights, subtract
 
-ROOT = Path(__file__).resolve().parents[1]
 CODECS = [CompressionSpec("none"), CompressionSpec("fp16"), CompressionSpec("int8"),
           CompressionSpec("topk", 0.1), CompressionSpec("topk", 0.01)]
 
@@ -54,13 +53,13 @@ def decode(spec: CompressionSpec, update: dict[str, np.ndarray], wire: dict[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
+    parser.add_argument("--publish", action="store_true", help="append the table to BENCHMARKS.md")
     args = parser.parse_args()
     update = digits_update()
     dense = sum(a.nbytes for a in update.values())
     norm = np.sqrt(sum(float((a.astype(np.float64) ** 2).sum()) for a in update.values()))
-    lines = ["| codec | bytes on the wire | smaller than none by | relative L2 error | encode + decode ms |",
-             "|---|---|---|---|---|"]
+    report = Report(f"Update compression, one digits client update ({dense:,} bytes)",
+                    ["codec", "bytes on the wire", "smaller than none by", "relative L2 error", "encode + decode ms"])
     for spec in CODECS:
         started = time.perf_counter()
         wire = build_codec(spec).encode(update, np.random.default_rng(0))
@@ -68,15 +67,12 @@ def main() -> int:
         ms = (time.perf_counter() - started) * 1000
         size = sum(a.nbytes for a in wire.values())
         error = np.sqrt(sum(float(((decoded[n] - a) ** 2).sum()) for n, a in update.items())) / norm
-        name = spec.kind + (f" {spec.ratio}" if spec.ratio else "")
-        lines.append(f"| {name} | {size:,} | {dense / size:.2f}x | {error:.4f} | {ms:.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.append:
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        with (ROOT / "BENCHMARKS.md").open("a") as log:
-            log.write(f"\n### Update compression, one digits client update ({dense:,} bytes), {when}\n\n"
-                      f"`python bench/compression.py`\n\n{text}")
+        report.add(spec.kind + (f" {spec.ratio}" if spec.ratio else ""), f"{size:,}", f"{dense / size:.2f}x",
+                   f"{error:.4f}", f"{ms:.1f}")
+    if args.publish:
+        report.publish()
+    else:
+        print(report.table(), end="")
     return 0
 
 

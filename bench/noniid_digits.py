@@ -2,10 +2,10 @@
 
 Runs the three `examples/digits-noniid-*.yaml` manifests exactly as a user would (`fedkube run`:
 a real aggregator and 8 client processes each), reads each run's metrics.json, prints the
-comparison, rewrites the README table between its markers and appends the result to
+comparison, rewrites the README table between its markers and publishes the result to
 BENCHMARKS.md. The manifests differ only in `spec.strategy`.
 
-    python bench/noniid_digits.py [--no-write]
+    python -m bench.noniid_digits [--no-write]
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.common import Report, write_readme_section
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("fedavg", "fedprox", "scaffold")
@@ -46,21 +48,17 @@ def run(strategy: str, out: Path) -> dict[str, Any]:
             "rounds": len(history), "seconds": round(time.monotonic() - started, 1)}
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    lines = [f"| strategy | rounds to {TARGET:.0%} | best accuracy | final accuracy (round {results[0]['rounds']}) |",
-             "|---|---|---|---|"]
+def report(results: list[dict[str, Any]]) -> Report:
+    rounds = results[0]["rounds"]
+    out = Report("Non-IID digits (Dirichlet 0.1, 8 clients): rounds to 90%",
+                 ["strategy", f"rounds to {TARGET:.0%}", "best accuracy", f"final accuracy (round {rounds})",
+                  "seconds"])
     for r in results:
         reached = r["rounds_to_target"] if r["rounds_to_target"] is not None else f"not in {r['rounds']}"
-        lines.append(f"| {r['strategy']} | {reached} | {r['best']:.3f} | {r['final']:.3f} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    head, rest = content.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{text}{END}{tail}")
+        out.add(r["strategy"], reached, f"{r['best']:.3f}", f"{r['final']:.3f}", r["seconds"])
+    out.notes.append("`python -m bench.noniid_digits`: the three examples/digits-noniid-*.yaml, run with "
+                     "`fedkube run`, differing only in spec.strategy.")
+    return out
 
 
 def main() -> int:
@@ -69,14 +67,12 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = [run(s, Path(tmp) / s) for s in STRATEGIES]
-    text = table(results)
-    print(text, end="")
-    if not args.no_write:
-        write_readme(text)
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        with (ROOT / "BENCHMARKS.md").open("a") as log:
-            log.write(f"\n### Non-IID digits (Dirichlet 0.1, 8 clients), {when}\n\n"
-                      f"`python bench/noniid_digits.py`\n\n{text}")
+    results_report = report(results)
+    if args.no_write:
+        print(results_report.table(), end="")
+    else:
+        write_readme_section(START, END, results_report.table())
+        results_report.publish()
     return 0
 
 

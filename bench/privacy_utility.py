@@ -5,14 +5,13 @@ gRPC) with one privacy setting; the table gives the epsilon the accountant repor
 and the final test accuracy. The peer row is the same job without privacy. The table replaces
 the one between the README's `privacy-utility` markers and is appended to BENCHMARKS.md.
 
-    python bench/privacy_utility.py [--rounds 10] [--no-record]
+    python -m bench.privacy_utility [--rounds 10] [--no-record]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import json
 import sys
 import tempfile
@@ -23,11 +22,9 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "trainer"), str(ROOT / "operator")]
-
-from fedkube.launcher import run_local  # noqa: E402
-from fedkube.spec import parse_manifest  # noqa: E402
+from bench.common import ROOT, Report, write_readme_section
+from fedkube.launcher import run_local
+from fedkube.spec import parse_manifest
 
 START, END = "<!-- privacy-utility:start -->", "<!-- privacy-utility:end -->"
 SAMPLE = ROOT / "examples" / "digits-private.yaml"
@@ -63,12 +60,15 @@ def run_one(example: Path, privacy: dict[str, Any] | None, rounds: int, workdir:
             "rounds": len(status["history"]), "seconds": time.monotonic() - started}
 
 
-def table(rows: list[tuple[str, Path, dict[str, Any]]]) -> str:
-    lines = ["| example | privacy | rounds | epsilon (delta 1e-5) | test accuracy |", "|---|---|---:|---:|---:|"]
+def report(rows: list[tuple[str, Path, dict[str, Any]]], rounds: int) -> Report:
+    out = Report(f"Privacy utility ({rounds} rounds)",
+                 ["example", "privacy", "rounds", "epsilon (delta 1e-5)", "test accuracy"])
     for label, example, result in rows:
         epsilon = "-" if result["epsilon"] is None else f"{result['epsilon']:.3g}"
-        lines.append(f"| `{example.name}` | {label} | {result['rounds']} | {epsilon} | {result['accuracy']:.3f} |")
-    return "\n".join(lines) + "\n"
+        out.add(f"`{example.name}`", label, result["rounds"], epsilon, f"{result['accuracy']:.3f}")
+    out.notes.append("`python -m bench.privacy_utility`: one `fedkube run` per row; epsilon is what the "
+                     "accountant reports at the end.")
+    return out
 
 
 def main() -> int:
@@ -83,14 +83,12 @@ def main() -> int:
             print(f"{example.name:24} {label:42} eps={result['epsilon']} acc={result['accuracy']:.4f} "
                   f"({result['seconds']:.0f}s)", flush=True)
             rows.append((label, example, result))
-    text = table(rows)
-    print(text)
-    if not args.no_record:
-        readme = ROOT / "README.md"
-        head, rest = readme.read_text().split(START + "\n", 1)
-        readme.write_text(head + START + "\n" + text + END + rest.split(END, 1)[1])
-        with (ROOT / "BENCHMARKS.md").open("a") as out:
-            out.write(f"\n## Privacy utility ({dt.date.today().isoformat()}, {args.rounds} rounds)\n\n{text}")
+    results = report(rows, args.rounds)
+    if args.no_record:
+        print(results.table())
+    else:
+        write_readme_section(START, END, results.table())
+        results.publish()
     return 0
 
 

@@ -12,15 +12,16 @@ import re
 import sys
 from typing import Any
 
-from bench import aggregate, digits, round_overhead, transfer
+from bench import aggregate, digits, many_clients, round_overhead, transfer
 from bench.common import ROOT, Report, machine_facts
 
 README = ROOT / "README.md"
 MARKERS = ("<!-- bench-headline:start -->", "<!-- bench-headline:end -->")
 PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {"aggregate": ([8, 64], 2), "overhead": ([8, 32], 6, 3, [8]), "digits": (12, 2), "transfer": 1000.0},
+    "quick": {"aggregate": ([8, 64], 2), "overhead": ([8, 32], 6, 3, [8]), "digits": (12, 2), "transfer": 1000.0,
+              "many_clients": (1000, 100, 6, 10_000)},
     "full": {"aggregate": ([8, 32, 64], 3), "overhead": ([8, 32], 10, 3, [8, 32]), "digits": (20, 12),
-             "transfer": 1000.0},
+             "transfer": 1000.0, "many_clients": (1000, 100, 20, 10_000)},
 }
 
 
@@ -32,7 +33,8 @@ def rows(report: Report | None, **match: Any) -> list[dict[str, Any]]:
     return [r for r in named if all(r.get(k) == v for k, v in match.items())]
 
 
-def headline(agg: Report | None, overhead: Report | None, dig: Report | None, xfer: Report | None) -> list[str]:
+def headline(agg: Report | None, overhead: Report | None, dig: Report | None, xfer: Report | None,
+             many: Report | None = None) -> list[str]:
     """README lines from whichever reports were run."""
     lines = []
     for r in rows(agg, method="fedkube"):
@@ -51,6 +53,10 @@ def headline(agg: Report | None, overhead: Report | None, dig: Report | None, xf
             lines.append(f"  - {r['peer']}: {_seconds(r)} to 95%")
     for r in rows(xfer):
         lines.append(f"- {r['model MB']:.0f} MB model over loopback gRPC: {r['MB/s (down + up)']:.0f} MB/s")
+    for r in rows(many)[1:]:
+        lines.append(f"- {r['clients joined']} clients joined, {r['sampled / round']} a round: "
+                     f"{r['s / round']:.2f} s a round ({r['vs all-sampled: round time']:.1f}x the all-sampled "
+                     f"job's), aggregator peak RSS {r['aggregator peak RSS MB']:.0f} MB")
     return lines
 
 
@@ -84,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     xfer.publish(facts)
     dig = digits.run(8, *profile["digits"])
     dig.publish(facts)
-    update_readme(headline(agg, overhead, dig, xfer), f"{agg.started:%Y-%m-%d}")
+    many = many_clients.run(*profile["many_clients"])
+    many.publish(facts)
+    update_readme(headline(agg, overhead, dig, xfer, many), f"{agg.started:%Y-%m-%d}")
     return 0
 
 

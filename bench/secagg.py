@@ -10,16 +10,14 @@
    `flwr.client.mod.secaggplus_mod`, numpy's seeded RandomState as its PRG), in MB/s of float32
    update. Flower runs in its own venv (`bench.common.FLOWER_PYTHON`).
 
-Run `python -m bench.secagg [--clients 16] [--rounds 4]`; results are printed and appended to
-BENCHMARKS.md.
+Run `python -m bench.secagg [--clients 16] [--rounds 4]`; results are printed and published to
+BENCHMARKS.md (bench.common.Report).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from bench.common import FLOWER_PYTHON, RESULTS, trainer_env
+from bench.common import FLOWER_PYTHON, Report, trainer_env
 
 WIDTH = 1000  # Linear(1000, 1000): 1,001,000 parameters
 
@@ -161,8 +159,8 @@ def main() -> int:
     parser.add_argument("--skip-rounds", action="store_true", help="only the masking comparison")
     args = parser.parse_args()
     mb = (WIDTH * WIDTH + WIDTH) * 4 / 1e6
-    lines = [f"### SecAgg+ overhead ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-             f"{platform.machine()}, {os.cpu_count()} CPUs, `python -m bench.secagg`)", ""]
+    report = Report(f"SecAgg+ overhead: {args.clients} clients, 1,001,000 parameters (`python -m bench.secagg`)",
+                    ["measurement", "fedkube SecAgg+", "peer", "peer's", "fedkube / peer"])
     if not args.skip_rounds:
         plain: list[float] = []
         secure: list[float] = []
@@ -171,25 +169,23 @@ def main() -> int:
                 plain += run_job(job_manifest(f"bench-plain-{i}", args.clients, args.rounds, False), Path(tmp))
                 secure += run_job(job_manifest(f"bench-secagg-{i}", args.clients, args.rounds, True), Path(tmp))
         p, s = statistics.median(plain), statistics.median(secure)
-        lines += [f"Round time, {args.clients} client processes, 1,001,000 parameters, mTLS, median of rounds "
-                  f"2..{args.rounds} of {args.pairs} alternating job pairs:", "",
-                  "| aggregation | round (s) | ratio |", "|---|---|---|",
-                  f"| plain FedAvg | {p:.2f} | 1.00 |", f"| SecAgg+ (complete graph) | {s:.2f} | {s / p:.2f} |", ""]
+        report.add("round time (s), complete graph, mTLS", s, "plain FedAvg", p, f"{s / p:.2f}x")
+        report.notes.append(f"Round time: {args.clients} client processes, median of rounds 2..{args.rounds} of "
+                            f"{args.pairs} alternating job pairs. Target at most 1.5x plain FedAvg: "
+                            f"{'met' if s / p <= 1.5 else 'MISSED'}.")
     ours = fedkube_masking(args.clients, args.repeats)
     theirs = flower_masking(args.clients, args.repeats)
-    lines += [f"Client masking of a {mb:.1f} MB float32 update with {args.clients - 1} neighbours "
-              f"(median of {args.repeats}):", "",
-              "| implementation | seconds | MB/s | vs Flower |", "|---|---|---|---|",
-              f"| fedkube (AES-256-CTR PRG) | {ours:.3f} | {mb / ours:.0f} | "
-              f"{'' if theirs is None else f'{theirs[1] / ours:.1f}x faster'} |"]
-    if theirs is not None:
+    what = f"client masking (MB/s of a {mb:.1f} MB float32 update, {args.clients - 1} neighbours)"
+    if theirs is None:
+        report.add(what, mb / ours, "Flower (not installed)", None, None)
+    else:
         version, seconds = theirs
-        lines.append(f"| Flower {version} `_collect_masked_vectors` | {seconds:.3f} | {mb / seconds:.0f} | 1.0x |")
-    lines.append("")
-    text = "\n".join(lines)
-    print(text)
-    with RESULTS.open("a") as f:
-        f.write("\n" + text + "\n")
+        report.add(what, mb / ours, f"Flower {version} `_collect_masked_vectors`", mb / seconds,
+                   f"{seconds / ours:.1f}x faster")
+        report.notes.append(f"Masking: median of {args.repeats}, {ours:.3f} s against {seconds:.3f} s; fedkube "
+                            "expands masks with AES-256-CTR, Flower with numpy's seeded RandomState. Target "
+                            f"faster than Flower's: {'met' if ours < seconds else 'MISSED'}.")
+    report.publish()
     return 0
 
 

@@ -36,4 +36,6 @@ class OperatorConfig:
     timing: Timing = field(default_factory=Timing)
     poll_interval_seconds: float = 2.0
     probe_timeout_seconds: float = 3.0
+    api_concurrency: int = 16  # API requests in flight at once, across all jobs
+    pod_creation_rate: float = 100.0  # pod creations a second, across all jobs (0: no limit)
     webhook: WebhookConfig | None = None

@@ -60,7 +60,8 @@ class Assembly:
 def assemble(config: OperatorConfig) -> Assembly:
     settings = kopf.OperatorSettings()
     configure(settings, config)
-    memo = kopf.Memo(runtime=Runtime(config, Kube(), AggregatorProbe(config.probe_timeout_seconds)))
+    kube = Kube(max_in_flight=config.api_concurrency)
+    memo = kopf.Memo(runtime=Runtime(config, kube, AggregatorProbe(config.probe_timeout_seconds)))
     return Assembly(build_registry(config), settings, memo)
 
 
@@ -78,8 +79,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             memo.runtime.kube.use(info)
         return info
 
+    # Handlers are coroutines even when they need not be: Kopf runs plain functions in a thread pool,
+    # a thread hop for every pod event.
     @kopf.index("", "v1", "pods", id="job_pods", labels={LABEL_JOB: kopf.PRESENT}, registry=registry)
-    def job_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    async def job_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
         view = pod_view(body)
         return {(namespace, labels[LABEL_JOB]): view} if view is not None else None
 
@@ -94,7 +97,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
                 raise kopf.TemporaryError(str(exc), delay=config.poll_interval_seconds) from exc
 
     @kopf.on.event(GROUP, VERSION, PLURAL, id="phases", registry=registry)
-    def track_phase(type: str, body: kopf.Body, memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+    async def track_phase(type: str, body: kopf.Body, memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
         memo.runtime.metrics.job_seen(namespace, name, (body.get("status") or {}).get("phase"),
                                       deleted=type == "DELETED")
 

@@ -4,10 +4,15 @@ It is a small asyncio client over the same credentials Kopf logs in with (`kopf.
 so the operator needs no second client library at run time and no thread pool: hundreds of
 jobs reconcile concurrently on one event loop. Creating what exists and deleting what is gone
 are answers, not errors, which is what makes every reconcile pass safe to repeat.
+
+At most `max_in_flight` requests are in flight at once, and a request's timeout starts when it
+is sent, not while it waits its turn: hundreds of jobs starting together queue here instead of
+timing out in the connection pool and retrying (which once made a busy API server busier).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -25,10 +30,19 @@ PLURALS = {
     "Service": "services",
     "ConfigMap": "configmaps",
     "Secret": "secrets",
+    "Event": "events",
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "PodGroup": "podgroups",
     "FederatedJob": PLURAL,
 }
+
+
+class ForeignObjectError(Exception):
+    """An object with our name belongs to an earlier job of the same name (not yet garbage-collected)."""
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
 class KubeError(Exception):
@@ -56,11 +70,13 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 class Kube:
     """An asyncio API client; credentials arrive through `use()` whenever Kopf (re)logs in."""
 
-    def __init__(self, timeout_seconds: float = 30.0) -> None:
+    def __init__(self, timeout_seconds: float = 30.0, max_in_flight: int = 16) -> None:
         self._info: kopf.ConnectionInfo | None = None
         self._session: aiohttp.ClientSession | None = None
         self._retired: list[aiohttp.ClientSession] = []
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._timeout = timeout_seconds
+        self._max_in_flight = max_in_flight
+        self._slots = asyncio.Semaphore(max_in_flight)
 
     def use(self, info: kopf.ConnectionInfo) -> None:
         """Switch to new credentials; requests in flight finish on the old session."""
@@ -76,7 +92,7 @@ class Kube:
             headers = {"User-Agent": "fedkube-operator", **self._info.as_http_headers()}
             ssl = self._info.as_ssl_context() if self._info.server.startswith("https") else False
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, ssl=ssl), headers=headers, timeout=self._timeout)
+                connector=aiohttp.TCPConnector(limit=self._max_in_flight, ssl=ssl), headers=headers)
         return self._session, self._info.server.rstrip("/")
 
     async def close(self) -> None:
@@ -88,11 +104,18 @@ class Kube:
                     content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
         session, server = self._open()
         headers = {"Content-Type": content_type} if body is not None else {}
-        async with session.request(method, server + path, json=body, headers=headers) as response:
+        async with self._slots:
             try:
-                payload = await response.json(content_type=None)
-            except ValueError:
-                payload = {"message": await response.text()}
+                async with asyncio.timeout(self._timeout), session.request(
+                        method, server + path, json=body, headers=headers) as response:
+                    try:
+                        payload = await response.json(content_type=None)
+                    except ValueError:
+                        payload = {"message": await response.text()}
+            except TimeoutError as exc:
+                raise KubeError(504, f"{method} {path}: no answer within {self._timeout:g}s") from exc
+            except aiohttp.ClientError as exc:
+                raise KubeError(503, f"{method} {path}: {exc}") from exc
         if not isinstance(payload, dict):
             payload = {"message": str(payload)}
         return response.status, payload

@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="delay before recreating a failed pod, doubled per failure (default: %(default)s)")
     jobs.add_argument("--backoff-max", type=float, default=360.0, metavar="SECONDS",
                       help="longest delay before recreating a failed pod (default: %(default)s)")
+    jobs.add_argument("--api-concurrency", type=int, default=16, metavar="N",
+                      help="API requests in flight at once, across all jobs (default: %(default)s)")
+    jobs.add_argument("--pod-creation-rate", type=float, default=100.0, metavar="PER_SECOND",
+                      help="pods created a second at most, across all jobs; each job creates its pods in "
+                           "batches of up to spec.scheduling.podCreationBatch (default: %(default)s; 0: no limit)")
     jobs.add_argument("--finished-pod-grace", type=float, default=30.0, metavar="SECONDS",
                       help="how long client pods may outlive a succeeded job (default: %(default)s)")
 
@@ -87,6 +92,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
                             checkpoint_storage_class=args.checkpoint_storage_class),
         timing=Timing(args.backoff_base, args.backoff_max, args.finished_pod_grace),
         poll_interval_seconds=args.poll_interval,
+        api_concurrency=args.api_concurrency,
+        pod_creation_rate=args.pod_creation_rate,
         webhook=webhook,
     )
 

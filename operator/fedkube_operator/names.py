@@ -57,6 +57,9 @@ def slots(partitions: int) -> list[Slot]:
     return [AGGREGATOR, *(Slot(p) for p in range(partitions))]
 
 
+CA_IDENTITY = "ca"  # the job CA's Secret: certificate and key, for the operator only; no pod mounts it
+
+
 def tls_secret_name(job: str, identity: str) -> str:
     """One Secret per mTLS identity ("aggregator", "client-<partition>"), so a pod can mount only its own."""
     return f"{job}-tls-{identity}"

@@ -3,8 +3,9 @@
 Observe: the job's pods (from Kopf's in-memory index, no API call), the running spec (the
 job's ConfigMap, read once per operator lifetime and kept in the job's memo), and the
 aggregator's report (one HTTP GET). Act, in an order that survives a crash at any point:
-create or delete pods, then write status, then post Events. A pass repeated after a crash
-re-creates nothing (names are deterministic) and recomputes status from what exists.
+create pods (in batches, see `rollout`) or delete them, post Events, then write the status
+that records them. A pass repeated after a crash re-creates nothing and re-posts nothing (names
+are deterministic) and recomputes status from what exists.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,15 +23,18 @@ import yaml
 from fedkube.plan import JobPlan, make_plan
 from fedkube.spec import FederatedJob, SpecError, parse_manifest
 from fedkube_operator import API_VERSION, KIND
+from fedkube_operator.authority import create_signed, job_authority
 from fedkube_operator.config import OperatorConfig
+from fedkube_operator.events import event_count, render_events
 from fedkube_operator.gang import gang_of
-from fedkube_operator.kube import Kube, KubeError
+from fedkube_operator.kube import ForeignObjectError, Kube, KubeError, owned_by
 from fedkube_operator.manifest import parse, refusal_message, refused_changes
 from fedkube_operator.metrics import OperatorMetrics
 from fedkube_operator.names import AGGREGATOR, configmap_name
 from fedkube_operator.observe import PodView
 from fedkube_operator.probe import AggregatorProbe
 from fedkube_operator.render import MANIFEST_KEY, Owner, render_job_objects, render_pod, render_pod_group
+from fedkube_operator.rollout import PodRate, batch_sizes, progress
 from fedkube_operator.status import (
     TERMINAL,
     Decision,
@@ -50,26 +54,27 @@ class Runtime:
     kube: Kube
     probe: AggregatorProbe
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    pod_rate: PodRate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pod_rate = PodRate(self.config.pod_creation_rate)
 
     async def close(self) -> None:
         await self.kube.close()
         await self.probe.close()
 
 
-class ForeignObjectError(Exception):
-    """An object with our name belongs to an earlier job of the same name (not yet garbage-collected)."""
-
-
-def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
-
-
 async def _create_job_objects(kube: Kube, plan: JobPlan, owner: Owner, runtime: Runtime) -> None:
-    """Secret, Service and claim first, the ConfigMap last: its existence means the rest exists."""
-    objects = render_job_objects(plan, owner, runtime.config.render)
+    """The CA first, then Secrets signed by it, Service and claim, the ConfigMap last: its existence means
+    the rest exists."""
+    authority = await job_authority(kube, plan, owner)
+    objects = render_job_objects(plan, owner, runtime.config.render, authority)
     objects.sort(key=lambda o: o["kind"] == "ConfigMap")
     for obj in objects:
-        await kube.create(obj)
+        if authority is not None and obj["kind"] == "Secret" and obj["type"] == "kubernetes.io/tls":
+            await create_signed(kube, obj, authority)
+        else:
+            await kube.create(obj)
 
 
 async def running_job(body: Mapping[str, Any], memo: Any, runtime: Runtime, owner: Owner) -> FederatedJob:
@@ -85,7 +90,7 @@ async def running_job(body: Mapping[str, Any], memo: Any, runtime: Runtime, owne
     configmap = await kube.get("v1", "ConfigMap", owner.namespace, configmap_name(owner.name))
     if configmap is None:
         job = parse(body)
-    elif not _owned_by(configmap, owner.uid):
+    elif not owned_by(configmap, owner.uid):
         raise ForeignObjectError(f"ConfigMap {configmap_name(owner.name)} belongs to an earlier FederatedJob "
                                  f"named {owner.name}; waiting for it to be garbage-collected")
     else:
@@ -143,30 +148,62 @@ def _unseen(memo: Any, uid: str) -> dict[str, PodView]:
     return pods
 
 
-async def _act(decision: Decision, body: Mapping[str, Any], memo: Any, runtime: Runtime, owner: Owner,
-               job: FederatedJob | None, previous: Mapping[str, Any], now: datetime) -> None:
+# API answers that no retry can change: the pod as rendered is invalid (a bad quantity, label...).
+PERMANENT_REFUSALS = frozenset({400, 422})
+
+
+async def _create_pods(decision: Decision, memo: Any, runtime: Runtime, owner: Owner, job: FederatedJob,
+                       written: dict[str, Any], now: datetime) -> str:
+    """Create the decided pods batch by batch, writing progress between batches; `written` follows the
+    status as patched. Returns why the API server refused a pod for good ("" if it did not); raises
+    KubeError at the first other failure, after noting what was created, so the next pass goes on."""
     kube = runtime.kube
     unseen = _unseen(memo, owner.uid)
-    if decision.create and job is not None:
-        plan = make_plan(job)
-        batch = job.spec.scheduling.pod_creation_batch
-        pods = [render_pod(plan, slot, owner, runtime.config.render, attempt) for slot, attempt in decision.create]
-        for start in range(0, len(pods), batch):
-            await asyncio.gather(*(kube.create(pod) for pod in pods[start:start + batch]))
-        runtime.metrics.pods_created(list(decision.create))
-        for slot, attempt in decision.create:
-            name = slot.pod_name(owner.name, attempt)
-            unseen[name] = PodView(name, slot, attempt, "Pending", owner_uid=owner.uid, created=now)
+    plan = make_plan(job)
+    todo = list(decision.create)
+    desired = int(decision.status["podsDesired"])
+    done = int(decision.status["podsCreated"]) - len(todo)
+    for size in batch_sizes(len(todo), job.spec.scheduling.pod_creation_batch):
+        batch, todo = todo[:size], todo[size:]
+        await asyncio.sleep(runtime.pod_rate.delay(size))
+        pods = [render_pod(plan, slot, owner, runtime.config.render, attempt) for slot, attempt in batch]
+        results = await asyncio.gather(*(kube.create(pod) for pod in pods), return_exceptions=True)
+        for (slot, attempt), result in zip(batch, results, strict=True):
+            if not isinstance(result, BaseException):
+                name = slot.pod_name(owner.name, attempt)
+                unseen[name] = PodView(name, slot, attempt, "Pending", owner_uid=owner.uid, created=now)
+        runtime.metrics.pods_created([s for s, r in zip(batch, results, strict=True) if r is True])
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for error in errors:
+            if isinstance(error, KubeError) and error.status in PERMANENT_REFUSALS:
+                pod = pods[results.index(error)]["metadata"]["name"]
+                return f"the API server refused to create pod {pod}: {error}"
+        if errors:
+            raise errors[0]
+        done += size
+        if todo and desired > job.spec.scheduling.pod_creation_batch:  # small jobs: one status write
+            step = merge_patch(written, {**written, **progress(done, desired)})
+            await kube.patch_job_status(owner.namespace, owner.name, step)
+            written.update(progress(done, desired))
+            memo.last_status = (owner.uid, dict(written))
+    return ""
+
+
+async def _act(decision: Decision, memo: Any, runtime: Runtime, owner: Owner,
+               previous: Mapping[str, Any], now: datetime) -> None:
+    """Delete pods, post Events, then write the status that records them (see `events`)."""
+    kube = runtime.kube
+    unseen = _unseen(memo, owner.uid)
     if decision.delete:
         await asyncio.gather(*(kube.delete("v1", "Pod", owner.namespace, name) for name in decision.delete))
         for name in decision.delete:
             unseen.pop(name, None)
-    patch = merge_patch(previous, decision.status)
+    await asyncio.gather(*(kube.create(event) for event in render_events(decision.events, owner, previous, now)))
+    status = {**decision.status, "eventCount": event_count(previous) + len(decision.events)}
+    patch = merge_patch(previous, status)
     if patch:
         await kube.patch_job_status(owner.namespace, owner.name, patch)
-    memo.last_status = (owner.uid, decision.status)
-    for event in decision.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    memo.last_status = (owner.uid, status)
     if decision.delete_job:
         await kube.delete(API_VERSION, KIND, owner.namespace, owner.name, uid=owner.uid)
 
@@ -192,7 +229,7 @@ async def reconcile(body: Mapping[str, Any], memo: Any, indexed_pods: Iterable[P
         ttl = spec.get("ttlSecondsAfterFinished")
         decision = invalid_spec_decision(previous, [str(e) for e in exc.errors], now,
                                          ttl if isinstance(ttl, int) else None)
-        await _act(decision, body, memo, runtime, owner, None, previous, now)
+        await _act(decision, memo, runtime, owner, previous, now)
         return
     except ForeignObjectError as exc:
         raise kopf.TemporaryError(str(exc), delay=runtime.config.poll_interval_seconds * 5) from exc
@@ -210,7 +247,22 @@ async def reconcile(body: Mapping[str, Any], memo: Any, indexed_pods: Iterable[P
         generation=(body.get("metadata") or {}).get("generation"), timing=runtime.config.timing,
         pod_group_missing=pod_group_missing)
     decision = decide(observation)
-    if decision.create or decision.delete:
-        logger.info("creating pods %s; deleting pods %s",
-                    [s.pod_name(owner.name, n) for s, n in decision.create], list(decision.delete))
-    await _act(decision, body, memo, runtime, owner, job, previous, now)
+    if decision.create:
+        logger.info("creating %d pods: %s", len(decision.create),
+                    _names(s.pod_name(owner.name, n) for s, n in decision.create))
+        written = dict(previous)
+        refused = await _create_pods(decision, memo, runtime, owner, job, written, now)
+        previous = written
+        if refused:
+            logger.error("%s", refused)
+            pods = with_unseen(pods, _unseen(memo, owner.uid), now)
+            decision = decide(replace(observation, pods=pods, previous=previous, creation_refused=refused))
+    if decision.delete:
+        logger.info("deleting %d pods: %s", len(decision.delete), _names(decision.delete))
+    await _act(decision, memo, runtime, owner, previous, now)
+
+
+def _names(names: Iterable[str], shown: int = 10) -> str:
+    """A list for the log, cut short: a 1,000-pod job should not log 1,000 names a pass."""
+    names = list(names)
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")

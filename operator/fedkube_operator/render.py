@@ -1,11 +1,11 @@
 """JobPlan -> Kubernetes objects, as plain dicts: pure functions, no API calls.
 
-One FederatedJob becomes one mTLS Secret per identity (aggregator, each client), a ConfigMap
-holding the validated manifest (the pods' only input, and the operator's record of the spec it
-is running), a Service in front of the aggregator, a PersistentVolumeClaim for `file://`
-checkpoints, one aggregator Pod and one client Pod per partition. Every object carries an
-ownerReference to the job (controller, blockOwnerDeletion), so deleting the job cascades to all
-of it.
+One FederatedJob becomes its CA's Secret (see authority.py), one mTLS Secret per identity
+(aggregator, each client), a ConfigMap holding the validated manifest (the pods' only input, and
+the operator's record of the spec it is running), a Service in front of the aggregator, a
+PersistentVolumeClaim for `file://` checkpoints, one aggregator Pod and one client Pod per
+partition. Every object carries an ownerReference to the job (controller, blockOwnerDeletion), so
+deleting the job cascades to all of it.
 
 Pods run restricted: non-root, read-only root filesystem, every capability dropped, seccomp
 RuntimeDefault, no service-account token. What a container may write goes to emptyDir volumes
@@ -25,12 +25,14 @@ from fedkube.he.params import SECRET_FILE
 from fedkube.plan import GRPC_PORT, METRICS_PORT, STATUS_PORT, JobPlan
 from fedkube.secure import DEFAULT_TLS_DIR
 from fedkube.secure.tls import AGGREGATOR as AGGREGATOR_IDENTITY
-from fedkube.secure.tls import CA_FILE, CERT_FILE, KEY_FILE, Identity, client_identity, make_transport_material
+from fedkube.secure.tls import CA_FILE, CERT_FILE, KEY_FILE, Authority, Identity, client_identity, identities
 from fedkube.spec.model import PodTemplateSpec
 from fedkube_operator import API_VERSION, KIND
+from fedkube_operator.data import data_access
 from fedkube_operator.gang import POD_GROUP_KIND, Gang, gang_of
 from fedkube_operator.names import (
     AGGREGATOR,
+    CA_IDENTITY,
     Slot,
     checkpoint_claim_name,
     ckks_secret_name,
@@ -118,20 +120,28 @@ def service_dns_names(plan: JobPlan, cluster_domain: str = "cluster.local") -> l
             f"{service}.{plan.namespace}.svc.{cluster_domain}"]
 
 
+def _tls_secret(plan: JobPlan, owner: Owner, identity: str, data: Mapping[str, bytes]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": _metadata(tls_secret_name(plan.name, identity), owner, job_labels(plan.name)),
+        "data": {name: base64.b64encode(value).decode() for name, value in data.items()},
+    }
+
+
 def render_transport_secrets(plan: JobPlan, owner: Owner, material: Mapping[str, Identity]) -> list[dict[str, Any]]:
     """One `kubernetes.io/tls` Secret per identity: the job CA, its certificate and its key, nothing else.
 
     Separate Secrets (not one Secret projected per pod) mean a node, through the node authorizer,
     can read only the keys of the pods it runs; the CA's private key is in none of them.
     """
-    def encode(data: bytes) -> str:
-        return base64.b64encode(data).decode()
+    return [_tls_secret(plan, owner, identity, {CA_FILE: m.ca, CERT_FILE: m.cert, KEY_FILE: m.key})
+            for identity, m in material.items()]
 
-    return [{
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": _metadata(tls_secret_name(plan.name, identity), owner, job_labels(plan.name)),
-        "data": {CA_FILE: encode(m.ca), CERT_FILE: encode(m.cert), KEY_FILE: encode(m.key)},
-    } for identity, m in material.items()]
+
+def render_ca_secret(plan: JobPlan, owner: Owner, authority: Authority) -> dict[str, Any]:
+    """The job CA's certificate and private key, for the operator to sign with; no pod mounts it, so no
+    node can read it."""
+    return _tls_secret(plan, owner, CA_IDENTITY, {CERT_FILE: authority.cert, KEY_FILE: authority.key})
 
 
 def render_ckks_secret(plan: JobPlan, owner: Owner) -> list[dict[str, Any]]:
@@ -153,11 +163,13 @@ def render_ckks_secret(plan: JobPlan, owner: Owner) -> list[dict[str, Any]]:
     }]
 
 
-def fresh_transport_material(plan: JobPlan) -> dict[str, Identity]:
-    """The job's mTLS identities, newly minted (the only random step of rendering); none with TLS off."""
+def transport_material(plan: JobPlan, authority: Authority | None) -> dict[str, Identity]:
+    """The job's mTLS identities, newly signed by `authority` (by a fresh CA when None); none with TLS off."""
     if not plan.tls:
         return {}
-    return make_transport_material(plan.name, len(plan.clients), service_dns_names(plan))
+    authority = authority or Authority.new(plan.name)
+    return {identity: authority.issue(plan.name, identity, service_dns_names(plan))
+            for identity in identities(len(plan.clients))}
 
 
 def manifest_yaml(plan: JobPlan) -> str:
@@ -210,13 +222,14 @@ def render_checkpoint_claim(plan: JobPlan, owner: Owner, config: RenderConfig) -
     }
 
 
-def render_job_objects(plan: JobPlan, owner: Owner, config: RenderConfig) -> list[dict[str, Any]]:
+def render_job_objects(plan: JobPlan, owner: Owner, config: RenderConfig,
+                       authority: Authority | None = None) -> list[dict[str, Any]]:
     """Everything a job needs before its pods: TLS Secrets, ConfigMap, Service and checkpoint claim.
 
-    The TLS material is minted afresh on every call; creating a Secret that exists is a no-op,
-    so the material of the first call is the one the job keeps.
+    The identities are signed afresh on every call, by the job's CA `authority` (see
+    fedkube_operator.authority for how the operator keeps one CA per job).
     """
-    objects = [*render_transport_secrets(plan, owner, fresh_transport_material(plan)),
+    objects = [*render_transport_secrets(plan, owner, transport_material(plan, authority)),
                *render_ckks_secret(plan, owner),
                render_manifest_configmap(plan, owner), render_aggregator_service(plan, owner)]
     claim = render_checkpoint_claim(plan, owner, config)
@@ -266,7 +279,7 @@ def _pod(plan: JobPlan, owner: Owner, config: RenderConfig, slot: Slot, attempt:
         **({"imagePullPolicy": policy} if (policy := template.image_pull_policy or config.image_pull_policy)
            else {}),
         **container,
-        "env": _env(plan.name, template),
+        "env": _env(plan.name, template) + container.get("env", []),
         "securityContext": container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -356,7 +369,9 @@ def render_client_pod(plan: JobPlan, partition: int, owner: Owner, config: Rende
         volumes.append({"name": "ckks", "secret": {"secretName": ckks_secret_name(plan.name), "defaultMode": 0o440}})
         mounts.append({"name": "ckks", "mountPath": CKKS_DIR, "readOnly": True})
         command += ["--ckks-context", f"{CKKS_DIR}/{SECRET_FILE}"]
-    container = {"name": "client", "command": command, "volumeMounts": mounts}
+    data = data_access(client.source)
+    volumes += data.volumes
+    container = {"name": "client", "command": command, "volumeMounts": mounts + data.mounts, "env": data.env}
     return _pod(plan, owner, config, Slot(partition), attempt, client.pod, container, volumes)
 
 

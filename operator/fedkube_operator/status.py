@@ -68,6 +68,7 @@ class Reason(StrEnum):
     PRIVACY_BUDGET_EXHAUSTED = "PrivacyBudgetExhausted"
     POD_GROUP_API_MISSING = "PodGroupAPIMissing"
     POD_GROUP_CREATED = "PodGroupCreated"
+    POD_CREATION_REFUSED = "PodCreationRefused"
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class Observation:
     generation: int | None = None
     timing: Timing = Timing()
     pod_group_missing: str = ""  # why a gang job's PodGroup cannot be created; its pods wait for it
+    creation_refused: str = ""  # the API server refused to create a pod for good (400/422): why
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class Event:
     type: str  # Normal | Warning
     reason: str
     message: str
+    key: str = ""  # what makes it this Event, for its name; "" means reason and message
 
 
 @dataclass(frozen=True)
@@ -230,8 +233,8 @@ def _round_events(obs: Observation, report: AggregatorReport | None, from_round:
     history = {r.round: r for r in (report.history if report is not None else ())}
     if report is not None and report.completed_round not in history:
         history[report.completed_round] = RoundRecord(report.completed_round, report.accuracy, report.loss)
-    return [Event("Normal", Reason.ROUND_COMPLETED, (history.get(n) or RoundRecord(n)).describe(obs.job.rounds))
-            for n in range(from_round + 1, through + 1)]
+    return [Event("Normal", Reason.ROUND_COMPLETED, (history.get(n) or RoundRecord(n)).describe(obs.job.rounds),
+                  key=f"round-{n}") for n in range(from_round + 1, through + 1)]
 
 
 def _final_report(pod: PodView | None) -> AggregatorReport | None:
@@ -296,6 +299,8 @@ def decide(obs: Observation) -> Decision:
     current = {slot: by_name[(slot, n)] for slot, n in restarts.items() if (slot, n) in by_name}
     verdict = _judge_slots(obs, restarts, current)
     _check_quorum(obs, verdict, current)
+    if obs.creation_refused:
+        verdict.fail(Reason.POD_CREATION_REFUSED, obs.creation_refused)
 
     aggregator = current.get(AGGREGATOR)
     final = _final_report(aggregator)
@@ -344,6 +349,7 @@ def decide(obs: Observation) -> Decision:
     status["restarts"] = {slot.base_name(obs.job.name): n
                           for slot, n in sorted(restarts.items(), key=lambda i: i[0].order) if n} or None
     status["podsCreated"] = len({p.name for p in obs.pods} | {s.pod_name(obs.job.name, n) for s, n in create})
+    status["podsDesired"] = 1 + obs.job.partitions
     if obs.generation is not None:
         status["observedGeneration"] = obs.generation
     status["startTime"] = prev.get("startTime") or format_time(obs.now)

@@ -28,6 +28,7 @@ CASES: dict[str, dict[str, Any]] = {
     "network-policy": {"networkPolicy": {
         "enabled": True, "namespaces": ["ml-team-a"],
         "objectStorage": {"cidrs": ["10.20.0.0/16"], "ports": [443, 9000]},
+        "dataStorage": {"cidrs": ["10.30.0.0/16", "192.0.2.10/32"]},
         "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}},
     "webhook-off": {"webhook": {"enabled": False}, "metrics": {"enabled": False}},
     "cert-manager": {"webhook": {"certManager": {"enabled": True}}},

@@ -96,7 +96,7 @@ def test_the_operator_deployment_meets_the_restricted_profile() -> None:
         assert violations(pod) == [], case
 
 
-@pytest.mark.parametrize("example", ["digits-fedavg", "medical-breast-cancer"])
+@pytest.mark.parametrize("example", ["digits-fedavg", "medical-breast-cancer", "silos-breast-cancer"])
 def test_pods_the_operator_renders_meet_the_restricted_profile(example: str) -> None:
     manifest = yaml.safe_load((REPO / "examples" / f"{example}.yaml").read_text())
     plan = make_plan(parse_manifest(manifest, check_entrypoint=False))
@@ -171,6 +171,7 @@ BAD_VALUES = [
     ({"checkpoints": {"volumeSize": "big"}}, "/checkpoints/volumeSize"),
     ({"metrics": {"serviceMonitor": {"enabled": "true"}}}, "/metrics/serviceMonitor/enabled"),
     ({"networkPolicy": {"objectStorage": {"cidrs": ["10.0.0.0"]}}}, "/networkPolicy/objectStorage/cidrs/0"),
+    ({"networkPolicy": {"dataStorage": {"ports": []}}}, "/networkPolicy/dataStorage/ports"),
     ({"webhook": {"certManager": {"issuerRef": {"kind": "ClusterIssuer"}}}}, "/webhook/certManager/issuerRef"),
     ({"rbac": {"create": 1}}, "/rbac/create"),
     ({"unknownTopLevel": True}, "unknownTopLevel"),

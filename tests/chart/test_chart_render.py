@@ -300,13 +300,15 @@ def test_network_policy_isolates_job_pods() -> None:
     clients, aggregators = policies[ROLE_CLIENT]["spec"], policies[ROLE_AGGREGATOR]["spec"]
     assert clients["policyTypes"] == aggregators["policyTypes"] == ["Ingress", "Egress"]
     assert clients["ingress"] == []
-    # Clients reach aggregators' gRPC port, and DNS; nothing else.
-    to_aggregator, dns = clients["egress"]
+    # Clients reach aggregators' gRPC port, DNS and their silos' object storage; nothing else.
+    to_aggregator, dns, data = clients["egress"]
+    assert data == {"to": [{"ipBlock": {"cidr": "10.30.0.0/16"}}, {"ipBlock": {"cidr": "192.0.2.10/32"}}],
+                    "ports": [{"port": 443, "protocol": "TCP"}]}
     assert to_aggregator["to"] == [{"podSelector": {"matchLabels": {LABEL_ROLE: ROLE_AGGREGATOR}}}]
     assert to_aggregator["ports"] == [{"port": "grpc", "protocol": "TCP"}]
     assert {p["port"] for p in dns["ports"]} == {53}
     # Aggregators: DNS and object storage out; gRPC from clients and status from the operator in.
-    assert aggregators["egress"][0] == dns
+    assert len(aggregators["egress"]) == 2 and aggregators["egress"][0] == dns
     assert aggregators["egress"][1] == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
                                         "ports": [{"port": 443, "protocol": "TCP"}, {"port": 9000, "protocol": "TCP"}]}
     from_clients, from_operator, from_monitoring = aggregators["ingress"]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import urllib.request
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 OWNED_KINDS = ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims"]
 
@@ -57,15 +54,3 @@ def assert_pods_shaped(pods: list[dict[str, Any]], job: str, partitions: int) ->
         assert context["readOnlyRootFilesystem"] is True
         assert context["allowPrivilegeEscalation"] is False
         assert context["capabilities"] == {"drop": ["ALL"]}
-
-
-def scrape_metrics(port: int, host: str = "127.0.0.1") -> dict[str, float]:
-    """GET http://HOST:PORT/metrics, parsed with prometheus_client's parser: 'name{k=v,...}' -> value."""
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return samples

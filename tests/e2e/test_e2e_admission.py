@@ -61,6 +61,12 @@ INVALID = [
     (edit("spec.clients.optimizer.name", "rmsprop"), "spec.clients.optimizer.name", "not one of 'sgd', 'adam'"),
     (edit("spec.scheduling", {"pendingTimeoutSeconds": 0}), "spec.scheduling.pendingTimeoutSeconds",
      "less than the minimum of 1"),
+    (edit("spec.template", {"client": {"resources": {"limits": {"nvidia.com/gpu": "lots"}}}}),
+     "spec.template.client.resources.limits[nvidia.com/gpu]", "'lots' is not a quantity"),
+    (edit("spec.template", {"aggregator": {"resources": {"requests": {"cpu": "-1"}}}}),
+     "spec.template.aggregator.resources.requests[cpu]", "must be greater than or equal to 0"),
+    (edit("spec.template", {"overrides": [{"partitions": [1], "resources": {"limits": {"memory": "12XB"}}}]}),
+     "spec.template.overrides[0].resources.limits[memory]", "'12XB' is not a quantity"),
 ]
 
 

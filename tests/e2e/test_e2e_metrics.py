@@ -3,8 +3,8 @@ jobs run through kubectl (an aggregator pod's metrics port is scraped in test_e2
 
 from __future__ import annotations
 
-from checks import scrape_metrics as scrape
 from conftest import Cluster, failing_job, free_port, small_job, wait_for
+from prometheus_samples import scrape_metrics as scrape
 
 
 def phase(job: dict) -> str | None:

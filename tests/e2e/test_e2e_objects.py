@@ -38,7 +38,8 @@ def test_objects_are_owned_labelled_restricted_and_garbage_collected(cluster: Cl
     assert "Pending" in table and "0/3" in table
 
     log = cluster.operator_log()
-    assert "creating pods ['gpu-aggregator'" in log and "Timer 'reconcile' succeeded" not in log  # quiet passes
+    assert "creating 5 pods: gpu-aggregator, gpu-client-0" in log
+    assert "Timer 'reconcile' succeeded" not in log  # quiet passes
 
     cluster.kubectl("delete", "fj", "gpu", "--timeout=30s")
     wait_for(lambda: not job_objects(cluster, "gpu"), 20, "garbage collection of the job's objects",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from checks import assert_owned, assert_pods_shaped, job_objects, scrape_metrics
+from checks import assert_owned, assert_pods_shaped, job_objects
 from conftest import REPO, Cluster, wait_for
+from prometheus_samples import scrape_metrics
 
 
 def scraped(cluster: Cluster, pod: str, port: int) -> dict[str, float] | None:

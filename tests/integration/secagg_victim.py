@@ -1,8 +1,10 @@
-"""A real `fedkube client` process that SIGKILLs itself at a SecAgg+ step of a round with N participants.
+"""A real `fedkube client` process that misbehaves at one SecAgg+ step: `python secagg_victim.py STEP N client ...`.
 
-Run as `python secagg_victim.py STEP N client ...args`: STEP is `after-masking` (its masked
-vector was accepted, it never reveals shares) or `after-sharing` (it shared keys, it never sends
-a masked vector); it dies in the first round with N participants and takes part normally before.
+STEP `after-masking`: SIGKILL itself once its masked vector was accepted, never revealing shares;
+`after-sharing`: SIGKILL itself after sharing keys, never sending a masked vector. Both strike in
+the first round with N participants and take part normally before.
+STEP `reveal-late`: in round N, wait a few seconds between its accepted masked vector and its
+shares (once), so that the aggregator can be killed while it holds the round's masked sum.
 Everything else is the product's own client, unchanged.
 """
 
@@ -11,23 +13,32 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 from fedkube import cli
 from fedkube.client import secagg
 
+REVEAL_DELAY_SECONDS = 4.0
+
 
 def main() -> int:
-    step, participants, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    method = {"after-masking": "unmask", "after-sharing": "masked_update"}[step]
+    step, number, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    method = {"after-masking": "unmask", "after-sharing": "masked_update", "reveal-late": "unmask"}[step]
     original = getattr(secagg.SecAggParticipant, method)
+    delayed: set[int] = set()
 
-    def die_in_a_full_round(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if len(self.session.setup.participants) == participants:
+    def misbehave(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if step == "reveal-late":
+            if self.info.round == number and number not in delayed:
+                delayed.add(number)
+                print(f"victim: revealing late in round {number}", flush=True)
+                time.sleep(REVEAL_DELAY_SECONDS)
+        elif len(self.session.setup.participants) == number:
             print(f"victim: SIGKILL {step} in round {self.info.round}", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
         return original(self, *args, **kwargs)
 
-    setattr(secagg.SecAggParticipant, method, die_in_a_full_round)
+    setattr(secagg.SecAggParticipant, method, misbehave)
     return cli.main(argv)
 
 

@@ -12,7 +12,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from jobs import Job, job_doc, with_task
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_samples import scrape_metrics
 
 from fedkube.checkpoint import write_checkpoint
 from fedkube.report import load_run
@@ -31,19 +30,6 @@ from fedkube_operator.probe import AggregatorProbe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TARGET_EPSILON = 1000.0  # far above what five rounds spend: the job runs to the end
-
-
-def scrape(port: int) -> dict[str, float]:
-    """GET /metrics and parse it with prometheus_client's parser: 'name{k=v,...}' -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        assert response.headers["Content-Type"].startswith("text/plain; version=")
-        text = response.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return samples
 
 
 def total(history: list[dict[str, Any]], key: str) -> float:
@@ -61,7 +47,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     job.start()
     try:
         job.wait_for("two finished rounds", lambda s: len(s["history"]) >= 2, timeout=240)
-        samples = scrape(job.ports["metrics_port"])
+        samples = scrape_metrics(job.ports["metrics_port"])
         history_then = job.metrics()
         assert job.run.children[0].process.poll() is None, "the aggregator must still run when scraped"
         launcher_view = AggregatorReport.parse(job.status())

@@ -2,7 +2,8 @@
 
 The aggregator is killed with SIGKILL (no chance to write anything more), a new one starts on the
 same port and checkpoint URI, the clients find it again on their own, and the job must end with
-the very bits an uninterrupted run of the same manifest produces.
+the very bits an uninterrupted run of the same manifest produces: with spec.strategy.exactSum, whose
+sum does not depend on the order updates arrive in (the default float32 sum agrees within rounding).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from fedkube.stores.s3 import S3Store
 ROUNDS = 6
 
 
-def resumable_doc(name: str, uri: str, endpoint: str) -> dict[str, Any]:
+def resumable_doc(name: str, uri: str, endpoint: str, exact_sum: bool = False) -> dict[str, Any]:
     doc = job_doc(name, partitions=3, rounds=ROUNDS, min_available=3, localEpochs=2, roundTimeoutSeconds=120,
                   joinTimeoutSeconds=120)
     doc["spec"]["seed"] = 11
     doc["spec"]["checkpoint"] = {"uri": uri, "endpointUrl": endpoint, "keepLast": 2}
+    doc["spec"]["strategy"] = {"exactSum": exact_sum}
     return doc
 
 
@@ -54,8 +56,9 @@ def evaluation(history: list[dict[str, Any]]) -> list[tuple[int, str, float, flo
 
 def test_killed_aggregator_resumes_and_ends_bit_identical(s3_server: str, s3_bucket: str, tmp_path: Path) -> None:
     plain_uri, crash_uri = f"s3://{s3_bucket}/plain", f"s3://{s3_bucket}/crashed"
-    plain = Job(resumable_doc("resume", plain_uri, s3_server), tmp_path / "plain").start()
-    crashed = Job(resumable_doc("resume", crash_uri, s3_server), tmp_path / "crashed").start(port=free_port())
+    plain = Job(resumable_doc("resume", plain_uri, s3_server, exact_sum=True), tmp_path / "plain").start()
+    crashed = Job(resumable_doc("resume", crash_uri, s3_server, exact_sum=True),
+                  tmp_path / "crashed").start(port=free_port())
     try:
         crashed.wait_for("round 3 to start", lambda s: s["round"] >= 3, timeout=300)
         time.sleep(random.uniform(0, 0.3))  # anywhere in round 3

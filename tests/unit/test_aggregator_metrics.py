@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_samples import parse_samples
 
 from fedkube.aggregator.metrics import exposition, metric_families
 
@@ -31,12 +32,7 @@ def scrape(doc: dict[str, Any]) -> dict[str, float]:
     """Render as /metrics would and parse with prometheus_client's own parser: sample name+labels -> value."""
     body, content_type = exposition(lambda: doc)()
     assert content_type.startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return samples
+    return parse_samples(body.decode())
 
 
 @pytest.mark.parametrize("sample, expected", [

@@ -148,11 +148,12 @@ def test_gaussian_noise_has_the_requested_variance():
         assert_variance(array, 0.39 ** 2)
 
 
-def test_central_noise_on_the_sum_is_sigma_times_clip():
+@pytest.mark.parametrize("exact", [False, True], ids=["float", "exact"])
+def test_central_noise_on_the_sum_is_sigma_times_clip(exact):
     settings = make_settings(noise_multiplier=0.8, clipping_norm=2.5, sampling="fixed")
     mechanism = ClientLevelDP(settings)
     specs = [TensorSpec("w", "float32", (400, 250))]
-    accumulated = mechanism.new_sum(specs)
+    accumulated = mechanism.new_sum(specs, exact)
     for _ in range(3):  # three zero updates: the sum is pure noise afterwards
         fold = accumulated.begin(123.0)
         fold.add(0, 0, np.zeros(100_000, np.float32).tobytes())
@@ -190,10 +191,11 @@ def test_client_release_clips_and_reports_the_indicator():
         release.release(big, {})
 
 
-def test_aggregator_clips_an_update_above_the_clip_norm_before_it_joins_the_sum():
+@pytest.mark.parametrize("exact", [False, True], ids=["float", "exact"])
+def test_aggregator_clips_an_update_above_the_clip_norm_before_it_joins_the_sum(exact):
     mechanism = ClientLevelDP(make_settings(clipping_norm=1.0))
     update = {"w": np.full((10, 10), 0.05, np.float32)}  # norm 0.5
-    accumulated = mechanism.new_sum(specs_of(update))
+    accumulated = mechanism.new_sum(specs_of(update), exact)
     fold = accumulated.begin(1.0)
     fold.add(0, 0, update["w"].tobytes())
     fold.commit()

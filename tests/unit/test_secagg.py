@@ -112,9 +112,13 @@ def test_a_client_never_reveals_both_shares_of_a_peer_nor_below_threshold() -> N
         sessions[0].reveal({0, 1, 2}, {2, 3})
     with pytest.raises(ProtocolError, match="below threshold"):
         sessions[0].reveal({0, 1}, {2, 3})
-    assert set(sessions[0].reveal({0, 1, 2}, {3})) == {0, 1, 2, 3}  # its own share of b_0 too
-    with pytest.raises(ProtocolError, match="already revealed"):
-        sessions[0].reveal({0, 1, 2}, {3})
+    first = sessions[0].reveal({0, 1, 2}, {3})
+    assert set(first) == {0, 1, 2, 3}  # its own share of b_0 too
+    # Asked again (an aggregator restarted mid-unmasking): the very same shares, never the other halves.
+    assert sessions[0].reveal([2, 1, 0], [3]) == first
+    for survivors, dropped in (({0, 1, 2, 3}, set()), ({0, 1, 3}, {2})):
+        with pytest.raises(ProtocolError, match="already revealed for other survivor lists"):
+            sessions[0].reveal(survivors, dropped)
 
 
 def test_a_tampered_share_does_not_authenticate() -> None:

@@ -59,6 +59,11 @@ BAD = [
      "needs more than 6 updates a round; spec.clients.minAvailable is 6"),
     ("multi-krum selecting too many", mutate("spec.strategy", {"name": "krum", "byzantine": 1, "multiKrum": 6}),
      "spec.strategy.multiKrum", "6 exceeds the 5 honest updates"),
+    ("exact sum with a robust rule", mutate("spec.strategy", {"name": "median", "exactSum": True}),
+     "spec.strategy.exactSum", "'median' keeps every update, so leave it false"),
+    ("exact sum with ckks", mutate("spec.secureAggregation", {"mode": "ckks"}, mutate("spec.strategy.exactSum", True)),
+     "spec.strategy.exactSum", "ckks sums ciphertexts approximately"),
+    ("exact sum as a string", mutate("spec.strategy.exactSum", "yes"), "spec.strategy.exactSum", "not of type"),
     ("top-k ratio on int8", mutate("spec.compression", {"kind": "int8", "ratio": 0.1}), "spec.compression.ratio",
      "only used by topk"),
     ("compression with secure aggregation",
@@ -123,6 +128,7 @@ def test_defaults_come_from_the_crd():
     assert job.spec.clients.round_timeout_seconds == 120
     assert job.spec.clients.optimizer.name == "sgd" and job.spec.clients.optimizer.lr == 0.05
     assert job.spec.strategy.name == "fedavg" and job.spec.checkpoint.keep_last == 3
+    assert job.spec.strategy.exact_sum is False
     assert job.manifest["spec"]["scheduling"]["suspend"] is False
     assert job.namespace == "default"
 
@@ -171,3 +177,24 @@ def test_readme_manifest_reference_matches_the_crd():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split(START + "\n", 1)[1].split(END, 1)[0]
     assert section == reference(), "regenerate with `python -m fedkube.spec.reference`"
+
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
+def test_every_shipped_example_validates_and_plans(example):
+    assert main(["validate", str(example)]) == 0
+    doc = yaml.safe_load(example.read_text())
+    assert len(make_plan(parse_manifest(doc)).clients) == doc["spec"]["data"]["partitions"]
+
+
+def test_the_noniid_examples_differ_only_in_their_strategy():
+    """bench/noniid_digits.py compares strategies: anything else differing would bias its table."""
+    docs = {e.stem: yaml.safe_load(e.read_text()) for e in EXAMPLES if e.stem.startswith("digits-noniid-")}
+    assert len(docs) == 3
+    for doc in docs.values():
+        doc["spec"].pop("strategy")
+        doc["metadata"].pop("name")
+    first, *others = docs.values()
+    assert all(other == first for other in others)

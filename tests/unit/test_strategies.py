@@ -8,7 +8,7 @@ import torch
 
 from fedkube.client.corrections import LocalCorrections
 from fedkube.compression import UpdateDecoder, build_codec
-from fedkube.protocol.tensors import iter_chunks, specs_of
+from fedkube.protocol.tensors import TensorSpec, iter_chunks, specs_of
 from fedkube.spec.model import CompressionSpec, StrategySpec
 from fedkube.strategies import Strategy, build_strategy
 from fedkube.strategies.fedadagrad import FedAdagrad
@@ -149,3 +149,10 @@ def test_default_server_learning_rates():
     assert build_strategy(StrategySpec(name="fedadam"), 8).server_lr == 0.01
     assert build_strategy(StrategySpec(name="fedavg"), 8).server_lr == 1.0
     assert build_strategy(StrategySpec(name="fedyogi", server_lr=0.3), 8).server_lr == 0.3
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedadam", "scaffold"])
+def test_exact_sum_reaches_every_sum_a_strategy_makes(name):
+    specs = [TensorSpec("w", "float32", (3,))]
+    for exact in (False, True):
+        assert build_strategy(StrategySpec(name=name, exact_sum=exact), 4).new_round(specs).exact is exact

@@ -29,7 +29,8 @@ from rich.table import Table
 
 from fedkube.logs import set_context
 from fedkube.secure.tls import client_identity, make_transport_material
-from fedkube.spec import FederatedJob
+from fedkube.spec import FederatedJob, SpecError
+from fedkube.spec.sources import client_manifest, local_errors
 from fedkube.status_document import STATUS_PATH, AggregatorReport, RoundRecord
 
 POLL_SECONDS = 0.25
@@ -80,6 +81,8 @@ class LocalRun:
 
     def prepare(self, resume: bool) -> Path:
         """Fresh run directory (keeping its checkpoints when resuming); returns the manifest path."""
+        if errors := local_errors(self.job.spec):
+            raise SpecError(errors)
         if self.run_dir.exists() and not resume:
             shutil.rmtree(self.run_dir)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -145,7 +148,18 @@ class LocalRun:
         ports: dict[str, int] = json.loads(ready.read_text())
         return ports
 
+    def client_manifest(self, manifest: Path, partition: int) -> Path:
+        """A job with data sources gives each client a manifest naming its own source only (0600)."""
+        if not self.job.spec.data.sources:
+            return manifest
+        path = self.run_dir / "clients" / f"client-{partition}.yaml"
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(client_manifest(self.job.manifest, self.job.spec, partition), sort_keys=False))
+        return path
+
     def start_client(self, manifest: Path, partition: int, port: int) -> Child:
+        manifest = self.client_manifest(manifest, partition)
         return self._spawn(f"client-{partition}", ["client", "--manifest", str(manifest), "--partition",
                                                    str(partition), "--aggregator", f"127.0.0.1:{port}",
                                                    *self._tls_args(client_identity(partition)),

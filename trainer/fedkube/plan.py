@@ -15,6 +15,7 @@ from fedkube.spec import FederatedJob, sample_size
 from fedkube.spec.model import (
     CheckpointSpec,
     CompressionSpec,
+    DataSourceSpec,
     OptimizerSpec,
     PartitionerSpec,
     PodTemplateSpec,
@@ -22,6 +23,7 @@ from fedkube.spec.model import (
     StrategySpec,
     TaskSpec,
 )
+from fedkube.spec.sources import source_for
 
 GRPC_PORT = 7070
 STATUS_PORT = 8080
@@ -79,6 +81,7 @@ class ClientPlan:
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
     privacy: PrivacySettings | None = None
     rewind_rounds: int = 1  # how many rounds a resumed aggregator may ask again: spec.checkpoint.everyRounds
+    source: DataSourceSpec | None = None  # this partition's own data source, resolved; None: the partitioner
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ def make_plan(job: FederatedJob, checkpoint_uri: str | None = None) -> JobPlan:
             secure_aggregation=spec.secure_aggregation,
             privacy=privacy,
             rewind_rounds=spec.checkpoint.every_rounds,
+            source=source_for(spec, p),
         )
         for p in range(spec.data.partitions)
     )

@@ -7,6 +7,14 @@ the survivors reveal. An attempt that cannot finish (fewer survivors or revealed
 threshold) is abandoned and the round retried with a fresh nonce, fresh keys and a fresh graph:
 masks are never reused. Each step waits at most the round timeout for the participants still
 expected, and moves on as soon as all of them (or, for unmasking, enough of them) answered.
+
+Once every masked vector is in, the masked sum and the attempt's public record go to the
+checkpoint store. An aggregator restarted before the round's checkpoint finishes that attempt
+from the unmasking step instead of training the round again: the masks can only be removed with
+the shares the surviving clients hold in memory for that very attempt (its nonce), so each of them
+is served the round again and reveals the same shares for the same survivor lists, which tells
+the aggregator nothing new. Clients that restarted too lost their shares; without `threshold` of
+them within the round timeout, the record is dropped and the round starts afresh with new keys.
 """
 
 from __future__ import annotations
@@ -174,6 +182,19 @@ class Attempt:
                    >= t for p in self.survivors | self.dropped)
 
 
+def plain_sum(strategy: Strategy, specs: list[TensorSpec]) -> WeightedSum:
+    """The strategy's round accumulator, which the unmasked sum fills in: a linear one only."""
+    plain = strategy.new_round(specs)
+    if not isinstance(plain, WeightedSum):
+        raise ValueError(f"strategy {strategy.name!r} needs individual updates; SecAgg+ only gives their sum")
+    return plain
+
+
+def masked_length(plain: WeightedSum) -> int:
+    """Elements of a masked vector: every parameter, then the weight."""
+    return sum(s.nbytes // np.dtype(s.dtype).itemsize for s in plain.specs) + 1
+
+
 def round_ring(plan: AggregatorPlan) -> Ring:
     secure = plan.secure_aggregation
     return Ring(secure.bits or default_bits(plan.num_partitions), secure.clip_range or DEFAULT_CLIP_RANGE,
@@ -197,6 +218,7 @@ class SecAggRounds:
         self.threshold = round_threshold(plan)
         self.attempt: Attempt | None = None
         self.abandoned_attempts = 0
+        self.first_round = True  # only the round an aggregator starts with can be one an earlier one left
 
     # --- the gRPC side: thin translation ------------------------------------------------------
     async def handle(self, request: pb.SecAggRequest) -> pb.SecAggReply:
@@ -225,6 +247,11 @@ class SecAggRounds:
                         config_for: Callable[[int], dict[str, Any]] = lambda p: {}) -> RoundOutcome:
         """Up to MAX_ATTEMPTS attempts, each with fresh keys; the last outcome if none completes."""
         started = time.monotonic()
+        if self.first_round:
+            self.first_round = False
+            resumed = await self._resume(number, weights, specs, strategy, config_for, started)
+            if resumed is not None:
+                return resumed
         outcome = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             outcome, failure = await self._attempt(number, weights, specs, strategy, config_for, started)
@@ -241,10 +268,8 @@ class SecAggRounds:
                        config_for: Callable[[int], dict[str, Any]], started: float) -> tuple[RoundOutcome, str | None]:
         c, timeout = self.coordinator, self.plan.round_timeout_seconds
         selected = c.sample(number)
-        plain = strategy.new_round(specs)
-        if not isinstance(plain, WeightedSum):
-            raise ValueError(f"strategy {strategy.name!r} needs individual updates; SecAgg+ only gives their sum")
-        masked = MaskedSum(self.ring, sum(s.nbytes // np.dtype(s.dtype).itemsize for s in plain.specs) + 1)
+        plain = plain_sum(strategy, specs)
+        masked = MaskedSum(self.ring, masked_length(plain))
         setup = RoundSetup(self.plan.job, number, secrets.token_hex(8), tuple(selected),
                            self.plan.secure_aggregation.neighbours, secrets.randbits(31), self.threshold, self.ring)
         sent = strategy.broadcast(weights)
@@ -297,15 +322,22 @@ class SecAggRounds:
         record = self._persist(attempt, shared, survivors, masked)
         attempt.survivors, attempt.dropped = survivors, shared - survivors
         await attempt.move_to("unmask")
-        await attempt.until(attempt.can_unmask, timeout)
+        return outcome(set(survivors), await self._unmask(attempt, masked, plain, shared, record))
+
+    async def _unmask(self, attempt: Attempt, masked: MaskedSum, plain: WeightedSum, shared: frozenset[int],
+                      record: list[str]) -> str | None:
+        """Wait for the survivors' shares, remove the masks and decode the sum into `plain`; why not, if not."""
+        await attempt.until(attempt.can_unmask, self.plan.round_timeout_seconds)
+        setup, survivors = attempt.setup, attempt.survivors
         try:  # in a thread: removing the masks is model-sized work the event loop should not wait on
             await asyncio.to_thread(unmask, masked.total, setup, {p: k[1] for p, k in attempt.adverts.items()},
                                     shared, survivors, attempt.revealed)
         except ProtocolError as exc:
             await attempt.move_to("done", str(exc))
-            return outcome(set(survivors), str(exc))
+            return str(exc)
+        finally:  # unmasked, or never to be: a fresh attempt has other keys
+            self._forget(record)
         await attempt.move_to("done")
-        self._forget(record)
         values, weight = self.ring.decode(masked.total)
         start = 0
         for target in plain.sums:
@@ -314,8 +346,46 @@ class SecAggRounds:
             start += size
         plain.total_weight, plain.count = float(weight), len(survivors)
         log.info("round %d: SecAgg+ unmasked the sum of %d updates (%d dropped after sharing, %d revealers)",
-                 number, len(survivors), len(shared - survivors), len(attempt.revealed))
-        return outcome(set(survivors), None)
+                 setup.round, len(survivors), len(shared - survivors), len(attempt.revealed))
+        return None
+
+    async def _resume(self, number: int, weights: Weights, specs: list[TensorSpec], strategy: Strategy,
+                      config_for: Callable[[int], dict[str, Any]], started: float) -> RoundOutcome | None:
+        """Round `number` finished from the masked sum an earlier aggregator left, or None (see the module)."""
+        found = self._load(number)
+        if found is None:
+            return None
+        keys, doc, total = found
+        setup = RoundSetup.from_json(doc["setup"])
+        shared, survivors = frozenset(doc["shared"]), frozenset(doc["survivors"])
+        tickets = {int(p): t for p, t in doc["tickets"].items()}
+        plain = plain_sum(strategy, specs)
+        if setup.ring != self.ring or total.dtype != self.ring.dtype or total.size != masked_length(plain):
+            log.warning("round %d: the masked record %s does not fit this job's model and ring; starting the "
+                        "round afresh", number, keys[0])
+            self._forget(keys)
+            return None
+        masked = MaskedSum(self.ring, total.size)
+        masked.total[:] = total
+        sent = strategy.broadcast(weights)
+        state = RoundState(number, sorted(survivors), sent, specs_of(sent), masked, tickets,
+                           {p: {**config_for(p), "secagg": setup.to_json()} for p in survivors})
+        attempt = self.attempt = Attempt(setup, tickets, adverts={int(p): (b"", bytes.fromhex(k))
+                                                                  for p, k in doc["maskKeys"].items()})
+        attempt.survivors, attempt.dropped = survivors, shared - survivors
+        await attempt.move_to("unmask")
+        c = self.coordinator
+        c.round = state
+        await c._notify()
+        log.info("round %d: resuming SecAgg+ attempt %s at the unmasking step, from %s", number, setup.nonce, keys[0])
+        failure = await self._unmask(attempt, masked, plain, shared, keys)
+        state.closed = True
+        if failure is not None:
+            log.warning("round %d: the resumed attempt cannot be unmasked (%s); the round starts again with "
+                        "fresh keys", number, failure)
+            return None
+        return RoundOutcome(number, sorted(survivors), sorted(survivors), sorted(shared - survivors), {}, plain, [],
+                            0, 0, time.monotonic() - started)
 
     def _persist(self, attempt: Attempt, shared: frozenset[int], survivors: frozenset[int],
                  masked: MaskedSum) -> list[str]:
@@ -327,7 +397,8 @@ class SecAggRounds:
         setup = attempt.setup
         prefix = f"secagg/round-{setup.round:06d}-{setup.nonce}"
         record = {"setup": setup.to_json(), "shared": sorted(shared), "survivors": sorted(survivors),
-                  "maskKeys": {str(p): k[1].hex() for p, k in sorted(attempt.adverts.items())}}
+                  "maskKeys": {str(p): k[1].hex() for p, k in sorted(attempt.adverts.items())},
+                  "tickets": {str(p): attempt.tickets[p] for p in sorted(survivors)}}
         buffer = io.BytesIO()
         np.save(buffer, masked.total)
         keys = [f"{prefix}/masked-sum.npy", f"{prefix}/round.json"]
@@ -335,8 +406,27 @@ class SecAggRounds:
         self.store.put(keys[1], json.dumps(record).encode())
         return keys
 
+    def _load(self, number: int) -> tuple[list[str], dict, np.ndarray] | None:
+        """The masked record of round `number` that an earlier aggregator left, if any.
+
+        There is at most one per round (an attempt's record goes when it is unmasked or abandoned).
+        Records of other rounds are dropped: a later round's was masked over weights this restart
+        trains again, so no client still holds shares for it.
+        """
+        if self.store is None:
+            return None
+        found, listed = None, self.store.list("secagg/")
+        for prefix in sorted({key.rsplit("/", 1)[0] for key in listed}):
+            keys = [f"{prefix}/masked-sum.npy", f"{prefix}/round.json"]
+            complete = all(k in listed for k in keys)  # the record is written last
+            if complete and found is None and prefix.startswith(f"secagg/round-{number:06d}-"):
+                found = keys, json.loads(self.store.get(keys[1])), np.load(io.BytesIO(self.store.get(keys[0])))
+            else:
+                self._forget(keys)
+        return found
+
     def _forget(self, keys: list[str]) -> None:
-        """Once unmasked, the round's checkpoint supersedes its masked record."""
+        """Drop a masked record: its round was unmasked (the checkpoint supersedes it), or never will be."""
         for key in keys:
             assert self.store is not None
             self.store.delete(key)

@@ -34,6 +34,7 @@ from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
+from fedkube.tasks.files import open_source
 from fedkube.weights import Weights, get_weights, set_weights, subtract
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ class Client:
     def __init__(self, plan: ClientPlan, options: ConnectOptions) -> None:
         self.plan, self.options = plan, options
         self.task = load_task(plan.task)
-        self.data = self.task.load_partition(plan.partition, plan.num_partitions, plan.partitioner)
+        self.data = (self.task.load_partition(plan.partition, plan.num_partitions, plan.partitioner)
+                     if plan.source is None else self.task.load_source(plan.partition, open_source(plan.source)))
         self.device = pick_device()
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
@@ -107,6 +109,7 @@ class Client:
         self.mu = proximal_mu(plan.strategy)
         self.variates: Weights = {}                    # SCAFFOLD's client control variate c_i
         self.rewind: RoundRewind[tuple[Weights, Codec]] = RoundRewind(plan.rewind_rounds)
+        self.secagg: SecAggParticipant | None = None  # the last SecAgg+ attempt, kept for a resumed unmasking
 
     def _retrying(self, what: str, call):  # type: ignore[no-untyped-def]
         """Run `call` until it succeeds, backing off while the aggregator is unreachable."""
@@ -194,6 +197,9 @@ class Client:
             info, weights = task
             set_context(round=info.round)
             try:
+                if self.secagg is not None and self.secagg.serves_again(info):
+                    self.secagg.unmask()
+                    continue
                 secagg = self._secure_aggregation(info)
                 reply = self.stub.SubmitUpdate(self.train_round(info, weights, secagg))
                 if reply.accepted and secagg is not None:
@@ -214,7 +220,7 @@ class Client:
         config = json.loads(info.config_json or "{}")
         if "secagg" not in config:
             return None
-        secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
+        secagg = self.secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
         secagg.exchange_keys()
         return secagg
 

@@ -2,11 +2,14 @@
 
 Keys are agreed and shares exchanged before training, so the training time overlaps nothing
 the others wait for; the masked vector replaces the plain update in SubmitUpdate; after it, the
-client answers the unmasking query with exactly one share per neighbour.
+client answers the unmasking query with exactly one share per neighbour. The client keeps its
+last attempt until the next round, so that an aggregator restarted mid-unmasking, serving that
+attempt again, gets the same shares once more.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +28,11 @@ class SecAggParticipant:
                  config: Mapping[str, Any]) -> None:
         self.stub, self.info, self.partition = stub, info, partition
         self.session = ClientSession(RoundSetup.from_json(config), partition)
+
+    def serves_again(self, info: pb.RoundInfo) -> bool:
+        """Whether `info` is our attempt served again: a restarted aggregator finishing its unmasking."""
+        setup = json.loads(info.config_json or "{}").get("secagg") or {}
+        return info.round == self.info.round and setup.get("nonce") == self.session.setup.nonce
 
     def _call(self, **step: Any) -> pb.SecAggReply:
         return self.stub.SecAgg(pb.SecAggRequest(partition=self.partition, round=self.info.round,

@@ -63,8 +63,8 @@ class ClippedFold(UpdateFold):
 class ClippedSum(WeightedSum):
     """The unweighted sum of clipped updates; `bound` None skips the norm check (noised updates)."""
 
-    def __init__(self, specs: list[TensorSpec], bound: float | None) -> None:
-        super().__init__(specs)
+    def __init__(self, specs: list[TensorSpec], bound: float | None, exact: bool = False) -> None:
+        super().__init__(specs, exact)
         self.bound = bound
 
     def begin(self, weight: float) -> UpdateFold:
@@ -78,13 +78,13 @@ class PrivateStrategy(Strategy):
     def __init__(self, inner: Strategy, mechanism: ClientLevelDP) -> None:
         super().__init__(inner.server_lr)
         self.inner, self.mechanism = inner, mechanism
-        self.name = inner.name
+        self.name, self.exact_sum = inner.name, inner.exact_sum
 
     def broadcast(self, weights: Weights) -> Weights:
         return self.inner.broadcast(weights)
 
     def new_round(self, specs: list[TensorSpec]) -> Accumulator:
-        return self.mechanism.new_sum(specs)
+        return self.mechanism.new_sum(specs, self.exact_sum)
 
     def apply(self, weights: Weights, accumulated: Accumulator) -> Weights:
         if not isinstance(accumulated, WeightedSum):
@@ -123,8 +123,8 @@ class ClientLevelDP(AggregatorPrivacy):
     def round_config(self, partition: int) -> dict[str, Any]:
         return {CONFIG_KEY: {"clippingNorm": self.clipping_norm}}
 
-    def new_sum(self, specs: list[TensorSpec]) -> ClippedSum:
-        return ClippedSum(specs, self.clipping_norm if self.settings.placement == "central" else None)
+    def new_sum(self, specs: list[TensorSpec], exact: bool = False) -> ClippedSum:
+        return ClippedSum(specs, self.clipping_norm if self.settings.placement == "central" else None, exact)
 
     def denominator(self, reports: int) -> float:
         """Reports under fixed-size sampling; the expected sample under Poisson, whose count is private."""

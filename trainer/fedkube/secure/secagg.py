@@ -164,7 +164,7 @@ class ClientSession:
     b_seed: bytes = field(default_factory=lambda: os.urandom(SEED_BYTES))
     peer_keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     held: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # peer -> (b share, s share) it gave us
-    revealed: bool = False
+    answer: tuple[frozenset[int], frozenset[int], dict[int, bytes]] | None = None  # what reveal() gave out
 
     def __post_init__(self) -> None:
         if self.me not in self.setup.participants:
@@ -229,10 +229,16 @@ class ClientSession:
         return self.setup.ring.reduce(encoded)
 
     def reveal(self, survivors: Collection[int], dropped: Collection[int]) -> dict[int, bytes]:
-        """Step 4: b shares of survivors (us included), s-key shares of dropped neighbours; never both for one."""
-        survivors, dropped = set(survivors), set(dropped)
-        if self.revealed:
-            raise ProtocolError("this attempt's shares were already revealed")
+        """Step 4: b shares of survivors (us included), s-key shares of dropped neighbours; never both for one.
+
+        Asked again with the same lists (an aggregator restarted mid-unmasking), the same shares
+        come back: that tells the aggregator nothing it was not told before. Other lists are refused.
+        """
+        survivors, dropped = frozenset(survivors), frozenset(dropped)
+        if self.answer is not None:
+            if self.answer[:2] != (survivors, dropped):
+                raise ProtocolError("this attempt's shares were already revealed for other survivor lists")
+            return self.answer[2]
         if survivors & dropped:
             raise ProtocolError(f"partitions {sorted(survivors & dropped)} are claimed both survived and dropped")
         if self.me not in survivors:
@@ -240,9 +246,10 @@ class ClientSession:
         if len(survivors) < self.setup.threshold:
             raise ProtocolError(f"only {len(survivors)} survivors; below threshold {self.setup.threshold}, "
                                 "revealing would expose individual updates")
-        self.revealed = True
-        return {p: shares[0] if p in survivors else shares[1]
-                for p, shares in self.held.items() if p in survivors | dropped}
+        shares = {p: pair[0] if p in survivors else pair[1]
+                  for p, pair in self.held.items() if p in survivors | dropped}
+        self.answer = (survivors, dropped, shares)
+        return shares
 
 
 def unmask(total: np.ndarray, setup: RoundSetup, mask_keys: Mapping[int, bytes], shared: Collection[int],

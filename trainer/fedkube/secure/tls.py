@@ -3,8 +3,9 @@
 Every job gets its own CA, so a certificate of one job is worthless in another. A client
 certificate names its partition twice: in the subject (`CN=partition-3`, `O=<job>`) for people
 reading logs, and in a URI SAN (`urn:fedkube:<job>:partition:3`) that the aggregator parses to
-bind a connection to the one partition it may speak for. The CA's private key is used to sign
-and then dropped: nothing can mint another identity for the job afterwards.
+bind a connection to the one partition it may speak for. The local launcher signs with the CA's
+private key and then drops it; the operator keeps it in a Secret of its own that no pod mounts,
+so that a creation interrupted half-way can finish under the same CA (see `Authority`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedkube.secure import DEFAULT_TLS_DIR
 
-__all__ = ["DEFAULT_TLS_DIR", "Identity", "make_transport_material", "partition_of"]
+__all__ = ["DEFAULT_TLS_DIR", "Authority", "Identity", "make_transport_material", "partition_of"]
 
 CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "tls.crt", "tls.key"
 AGGREGATOR = "aggregator"
@@ -91,40 +93,70 @@ def _name(job: str, common_name: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_transport_material(job: str, partitions: int, dns_names: Iterable[str] = ()) -> dict[str, Identity]:
-    """Fresh material for one job: "aggregator" and "client-<p>" for every partition.
+@dataclass(frozen=True)
+class Authority:
+    """A job CA: its certificate and private key (PEM), which sign every identity of the job."""
 
-    The aggregator's certificate covers `dns_names` (its Service's names in a cluster) plus
-    localhost and the loopback addresses; each client's certificate names its partition.
-    """
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = _key()
-    ca_name = _name(job, f"fedkube job CA {job}")
-    ca_cert = (_builder(ca_name, ca_name, ca_key.public_key(), now)
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                            key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                            key_cert_sign=True, crl_sign=True, encipher_only=False,
-                                            decipher_only=False), critical=True)
-               .sign(ca_key, hashes.SHA256()))
-    ca_pem = _pem(ca_cert)
+    cert: bytes
+    key: bytes
 
-    def issue(common_name: str, usage: x509.ObjectIdentifier, names: list[x509.GeneralName]) -> Identity:
+    @classmethod
+    def new(cls, job: str) -> Authority:
+        now = datetime.datetime.now(datetime.UTC)
         key = _key()
-        cert = (_builder(_name(job, common_name), ca_name, key.public_key(), now)
+        name = _name(job, f"fedkube job CA {job}")
+        cert = (_builder(name, name, key.public_key(), now)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                             key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                             key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                             decipher_only=False), critical=True)
+                .sign(key, hashes.SHA256()))
+        return cls(_pem(cert), _pem_key(key))
+
+    def issue(self, job: str, identity: str, dns_names: Iterable[str] = ()) -> Identity:
+        """The material of one identity: "aggregator" (a server certificate covering `dns_names`,
+        localhost and the loopback addresses) or "client-<p>" (a client certificate naming partition p).
+        """
+        if identity == AGGREGATOR:
+            names: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys([*dns_names, *LOCAL_NAMES])]
+            names += [x509.IPAddress(ipaddress.ip_address(a)) for a in LOCAL_ADDRESSES]
+            common_name, usage = AGGREGATOR, ExtendedKeyUsageOID.SERVER_AUTH
+        else:
+            partition = int(identity.removeprefix("client-"))
+            names = [x509.UniformResourceIdentifier(f"urn:fedkube:{job}:partition:{partition}")]
+            common_name, usage = f"partition-{partition}", ExtendedKeyUsageOID.CLIENT_AUTH
+        ca_cert = x509.load_pem_x509_certificate(self.cert)
+        ca_key = serialization.load_pem_private_key(self.key, password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        key, now = _key(), datetime.datetime.now(datetime.UTC)
+        cert = (_builder(_name(job, common_name), ca_cert.subject, key.public_key(), now)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
                 .add_extension(x509.SubjectAlternativeName(names), critical=False)
                 .sign(ca_key, hashes.SHA256()))
-        return Identity(ca_pem, _pem(cert), _pem_key(key))
+        return Identity(self.cert, _pem(cert), _pem_key(key))
 
-    server_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys([*dns_names, *LOCAL_NAMES])]
-    server_names += [x509.IPAddress(ipaddress.ip_address(a)) for a in LOCAL_ADDRESSES]
-    material = {AGGREGATOR: issue(AGGREGATOR, ExtendedKeyUsageOID.SERVER_AUTH, server_names)}
-    for p in range(partitions):
-        uri = x509.UniformResourceIdentifier(f"urn:fedkube:{job}:partition:{p}")
-        material[client_identity(p)] = issue(f"partition-{p}", ExtendedKeyUsageOID.CLIENT_AUTH, [uri])
-    return material
+    def issued(self, identity: Identity) -> bool:
+        """Whether `identity` trusts this CA and carries a certificate this CA signed."""
+        if identity.ca != self.cert:
+            return False
+        try:
+            x509.load_pem_x509_certificate(identity.cert).verify_directly_issued_by(
+                x509.load_pem_x509_certificate(self.cert))
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+
+
+def identities(partitions: int) -> list[str]:
+    return [AGGREGATOR, *(client_identity(p) for p in range(partitions))]
+
+
+def make_transport_material(job: str, partitions: int, dns_names: Iterable[str] = ()) -> dict[str, Identity]:
+    """Fresh material for one job, under a fresh CA: "aggregator" and "client-<p>" for every partition."""
+    authority = Authority.new(job)
+    return {identity: authority.issue(job, identity, dns_names) for identity in identities(partitions)}
 
 
 def partition_of(cert_pem: bytes, job: str) -> int | None:

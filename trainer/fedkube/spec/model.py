@@ -7,6 +7,7 @@ generically, so the dataclasses below are the whole description of the typed spe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -31,20 +32,23 @@ class PartitionerSpec:
 @dataclass(frozen=True)
 class PvcSource:
     claim_name: str
+    sub_path: str | None = None
     mount_path: str = "/data"
 
 
 @dataclass(frozen=True)
 class ObjectStoreSource:
     uri: str
+    endpoint_url: str | None = None
     secret_ref: str | None = None
 
 
 @dataclass(frozen=True)
 class DataSourceSpec:
-    partitions: tuple[int, ...]
+    partitions: tuple[int, ...] = ()  # empty: every partition
     pvc: PvcSource | None = None
     object_store: ObjectStoreSource | None = None
+    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class StrategySpec:
     trim_beta: float | None = None
     byzantine: int | None = None
     multi_krum: int | None = None
+    exact_sum: bool = False
 
 
 @dataclass(frozen=True)
@@ -240,9 +245,15 @@ def _convert(tp: Any, value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _type_hints(cls: Any) -> dict[str, Any]:
+    """Resolved once per class: resolving string annotations costs more than building the object."""
+    return typing.get_type_hints(cls)
+
+
 def from_dict(cls: Any, data: dict[str, Any]) -> Any:
     """Build dataclass `cls` from a schema-valid camelCase mapping (unknown keys were refused)."""
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         key = camel(f.name)

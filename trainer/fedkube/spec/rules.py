@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
 from collections.abc import Callable
 from urllib.parse import urlparse
 
 from fedkube.secure import DEFAULT_CLIP_RANGE, min_bits, safe_min_threshold
 from fedkube.spec.errors import FieldError
 from fedkube.spec.model import JobSpec, camel
+from fedkube.spec.quantities import resource_rules
+from fedkube.spec.sources import S3_BUCKET, source_rules
 
 SUPPORTED_SECURE_AGGREGATION = {"none", "secagg+", "ckks"}
 # Strategies that need every client's update in plaintext (a sum is not enough).
@@ -94,6 +95,10 @@ def strategy_rules(spec: JobSpec) -> list[FieldError]:
                 f"spec.strategy.{camel(param)}",
                 f"only used by {', '.join(sorted(users))}, not by {strategy.name!r}"))
     mode = spec.secure_aggregation.mode
+    if strategy.exact_sum and (strategy.name in ROBUST_STRATEGIES or mode == "ckks"):
+        keeps = f"{strategy.name!r} keeps every update" if mode != "ckks" else "ckks sums ciphertexts approximately"
+        errors.append(FieldError("spec.strategy.exactSum", f"only used where the aggregator sums plaintext "
+                                                           f"updates; {keeps}, so leave it false"))
     if strategy.name in ROBUST_STRATEGIES and mode != "none":
         errors.append(FieldError(
             "spec.strategy.name", f"{strategy.name!r} compares individual updates, which secure aggregation "
@@ -185,9 +190,6 @@ def _secagg_privacy_rules(spec: JobSpec) -> list[FieldError]:
     return errors
 
 
-S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-
-
 def checkpoint_rules(spec: JobSpec) -> list[FieldError]:
     """A checkpoint URI the stores accept, and S3 settings only where they can mean something."""
     checkpoint, errors = spec.checkpoint, []
@@ -210,8 +212,6 @@ def unbuilt_feature_rules(spec: JobSpec) -> list[FieldError]:
     errors = []
     if spec.secure_aggregation.mode not in SUPPORTED_SECURE_AGGREGATION:
         errors.append(_not_yet("spec.secureAggregation.mode", f"secure aggregation {spec.secure_aggregation.mode!r}"))
-    if spec.data.sources:
-        errors.append(_not_yet("spec.data.sources", "per-partition data sources"))
     return errors
 
 
@@ -279,7 +279,7 @@ def secagg_rules(spec: JobSpec) -> list[FieldError]:
 
 SPEC_RULES: list[Callable[[JobSpec], list[FieldError]]] = [
     quorum_rules, partition_reference_rules, strategy_rules, compression_rules, privacy_rules,
-    checkpoint_rules, unbuilt_feature_rules, secagg_rules, ckks_rules,
+    checkpoint_rules, unbuilt_feature_rules, secagg_rules, ckks_rules, source_rules, resource_rules,
 ]
 
 

@@ -33,6 +33,12 @@ def proximal_mu(spec: StrategySpec) -> float:
 
 def build_strategy(spec: StrategySpec, num_clients: int) -> Strategy:
     """The strategy `spec` names; `num_clients` (the job's partitions) scales SCAFFOLD's variate step."""
+    strategy = _named_strategy(spec, num_clients)
+    strategy.exact_sum = spec.exact_sum
+    return strategy
+
+
+def _named_strategy(spec: StrategySpec, num_clients: int) -> Strategy:
     if spec.name in FEDOPT:
         return FEDOPT[spec.name](server_lr=_or(spec.server_lr, DEFAULT_ETA), beta1=_or(spec.beta1, DEFAULT_BETA1),
                                  beta2=_or(spec.beta2, DEFAULT_BETA2), tau=_or(spec.tau, DEFAULT_TAU))

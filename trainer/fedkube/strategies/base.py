@@ -26,6 +26,8 @@ Accumulator = WeightedSum | UpdateStack
 
 class Strategy(ABC):
     name: str
+    # Sum updates exactly, whatever order they arrive in (spec.strategy.exactSum): bit-identical resume.
+    exact_sum = False
 
     def __init__(self, server_lr: float = 1.0) -> None:
         self.server_lr = server_lr
@@ -36,7 +38,7 @@ class Strategy(ABC):
 
     def new_round(self, specs: list[TensorSpec]) -> Accumulator:
         """The accumulator this round's updates (client deltas of tensors `specs`) are folded into."""
-        return WeightedSum(specs)
+        return WeightedSum(specs, self.exact_sum)
 
     @abstractmethod
     def apply(self, weights: Weights, accumulated: Accumulator) -> Weights:

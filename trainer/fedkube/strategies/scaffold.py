@@ -53,7 +53,7 @@ class Scaffold(Strategy):
         return with_variates(weights, self.c)
 
     def new_round(self, specs: list[TensorSpec]) -> Accumulator:
-        return WeightedSum(specs + [TensorSpec(VARIATE + s.name, s.dtype, s.shape) for s in specs])
+        return WeightedSum(specs + [TensorSpec(VARIATE + s.name, s.dtype, s.shape) for s in specs], self.exact_sum)
 
     def apply(self, weights: Weights, accumulated: Accumulator) -> Weights:
         participation = accumulated.count / self.num_clients

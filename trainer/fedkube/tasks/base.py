@@ -25,6 +25,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from fedkube.plan import TrainSettings
 from fedkube.spec.model import OptimizerSpec, PartitionerSpec, TaskSpec, camel, from_dict
+from fedkube.stores import Store
+from fedkube.tasks.files import SourceDataError, read_labelled_arrays
 from fedkube.tasks.partition import partition_indices
 
 if TYPE_CHECKING:
@@ -60,6 +62,14 @@ class Task(ABC):
     def load_partition(self, partition: int, num_partitions: int,
                        partitioner: PartitionerSpec) -> Dataset[Any]:
         """This client's slice of the data, computed locally and deterministically from the partitioner."""
+
+    def load_source(self, partition: int, source: Store) -> Dataset[Any]:
+        """This client's own data from its data source (spec.data.sources): a folder or an S3 prefix.
+
+        `source` is rooted at this partition's location; a task is never handed another's.
+        """
+        raise TaskError(f"task {self.name!r} cannot read spec.data.sources (partition {partition}, "
+                        f"{source.uri}); it loads its data through the partitioner")
 
     def load_test(self) -> Dataset[Any] | None:
         """A central held-out set for the aggregator to score the global model on, if the task has one."""
@@ -177,6 +187,18 @@ class InMemoryClassificationTask(ClassificationTask):
         x_train, _, y_train, _ = self._split
         indices = partition_indices(y_train, num_partitions, partitioner)[partition]
         return self._dataset(x_train[indices], y_train[indices])
+
+    def load_source(self, partition: int, source: Store) -> TensorDataset:
+        """Rows in the same feature layout as the built-in data set, e.g. a hospital's own records."""
+        try:
+            features, labels = read_labelled_arrays(source)
+        except SourceDataError as exc:
+            raise TaskError(f"task {self.name!r}, partition {partition}: {exc}") from exc
+        width = self._split[0].shape[1]
+        if features.shape[1] != width:
+            raise TaskError(f"task {self.name!r}, partition {partition}: {source.uri} has {features.shape[1]} "
+                            f"features per sample, the model takes {width}")
+        return self._dataset(features, labels)
 
     def load_test(self) -> TensorDataset:
         _, x_test, _, y_test = self._split
