@@ -168,7 +168,7 @@ def run(clients: int, per_round: int, rounds: int, params: int) -> Report:
     report.notes += [
         f"Model: {params} float32 values ({params * 4 / MB:.2f} MB); each client streams back a full update over "
         "real gRPC (one connection per client, asyncio clients in "
-        f"{CLIENT_PROCESSES} processes), mTLS off; FedAvg; spec.transport.maxConcurrentStreams at its default (64).",
+        f"{CLIENT_PROCESSES} processes), mTLS off; FedAvg; spec.transport.maxConcurrentStreams at its default (2).",
         "s / round: mean time between round ends, over the rounds sampled after every client had joined; "
         "join s: from starting the clients to all joined. The peer row is the same aggregator with only the "
         "sampled clients joined, so the ratios are what the idle joined clients cost.",

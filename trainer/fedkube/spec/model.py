@@ -138,7 +138,7 @@ class CompressionSpec:
 @dataclass(frozen=True)
 class TransportSpec:
     tls: bool | None = None
-    max_concurrent_streams: int = 64
+    max_concurrent_streams: int = 2
 
 
 @dataclass(frozen=True)
