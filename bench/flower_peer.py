@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 FLOWER_APP = Path(__file__).resolve().parent / "flower_app"
+FAILED = "authentication failed"  # the SuperLink refused an app process that called in too late
 
 
 class Timeline:
@@ -52,8 +53,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_done(path: Path, processes: list[subprocess.Popen[bytes]], timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+def wait_done(path: Path, processes: list[subprocess.Popen[bytes]], timeout: float,
+              log: Path | None = None) -> dict[str, Any]:
+    """Wait for the server side's timeline to say it is done; fail early when a log shows that the
+    run cannot finish (Flower keeps its SuperLink up after a failed ServerApp)."""
+    deadline, polls = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
         if path.exists():
             doc: dict[str, Any] = json.loads(path.read_text())
@@ -61,6 +65,11 @@ def wait_done(path: Path, processes: list[subprocess.Popen[bytes]], timeout: flo
                 return doc
         if processes[0].poll() is not None and processes[0].returncode != 0:
             raise RuntimeError(f"{processes[0].args} exited with {processes[0].returncode}")
+        polls += 1
+        if log is not None and polls % 40 == 0 and FAILED in (text := log.read_text(errors="replace")):
+            lines = text.splitlines()
+            first = next(i for i, line in enumerate(lines) if FAILED in line)
+            raise RuntimeError("the Flower run failed:\n" + "\n".join(lines[max(0, first - 8):first + 4]))
         time.sleep(0.05)
     raise TimeoutError(f"Flower did not finish within {timeout:g}s")
 
@@ -150,6 +159,7 @@ def run_deployment(task: str, clients: int, rounds: int, workdir: Path, timeout:
                          "--port", str(free_port()), "--node-config", f"partition-id={p} num-partitions={clients}"],
                         workdir / f"supernode-{p}.log", env) for p in range(clients)]
     try:
+        wait_for_nodes(workdir / "superlink.log", clients, processes, timeout)
         config = f'task="{task}" clients={clients} rounds={rounds} out="{out}"'
         submit = None
         for _ in range(60):  # the SuperLink takes a while to listen on a busy machine
@@ -160,9 +170,24 @@ def run_deployment(task: str, clients: int, rounds: int, workdir: Path, timeout:
             time.sleep(1)
         if submit is None or submit.returncode != 0:
             raise RuntimeError(f"flwr run failed: {submit.stdout if submit else ''}{submit.stderr if submit else ''}")
-        return wait_done(out, processes, timeout)
+        return wait_done(out, processes, timeout, workdir / "superlink.log")
     finally:
         stop(processes)
+
+
+def wait_for_nodes(log: Path, clients: int, processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Submit the run only once every SuperNode has registered. The SuperLink gives the ServerApp
+    process it starts 30 s (Flower's heartbeat interval) to call in; started while dozens of
+    SuperNodes still import Flower on a 2-core machine, it missed that window and the SuperLink
+    refused it ("Runtime task-token authentication failed")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text(errors="replace").count("Activated node_id") >= clients:
+            return
+        if any(p.poll() is not None for p in processes):
+            raise RuntimeError(f"a Flower process exited before every SuperNode registered; see {log.parent}")
+        time.sleep(0.2)
+    raise TimeoutError(f"only some of {clients} SuperNodes registered within {timeout:g}s")
 
 
 def main(argv: list[str] | None = None) -> int:

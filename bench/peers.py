@@ -96,6 +96,12 @@ def run_flower(mode: str, task: str, clients: int, rounds: int, timeout: float) 
     return Timeline(doc["started"], [tuple(r) for r in doc["rounds"]])
 
 
+def failure(exc: Exception) -> str:
+    """A peer's failed run as one table cell: the last line of its error that names a cause."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__).replace("|", "/")[:160]
+
+
 PEERS = {"fedkube": lambda *a: run_fedkube(*a),
          "flower (long-running clients)": lambda *a: run_flower("legacy", *a),
          "flower (default: process per message)": lambda *a: run_flower("deployment", *a)}

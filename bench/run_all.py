@@ -44,10 +44,13 @@ def headline(agg: Report | None, overhead: Report | None, dig: Report | None, xf
                      f"extra memory {r['extra / model']:.1f}x the model")
     for r in rows(overhead):
         if r["peer"] != "fedkube" and r["peer / fedkube"]:
-            lines.append(f"- Round overhead, {r['clients']} clients: {r['peer / fedkube']:.0f}x less than {r['peer']}")
+            lines.append(f"- Round overhead, {r['clients']} clients: {r['peer / fedkube']:.0f}x less than {r['peer']} "
+                         f"({r['s / round']:.3g} s a round against {_ours(overhead, r['clients'])})")
+        elif r["peer"] != "fedkube" and str(r["target"]).startswith("did not finish"):
+            lines.append(f"- Round overhead, {r['clients']} clients: {r['peer']} {r['target']}")
     for r in rows(dig, peer="fedkube"):
-        lines.append(f"- Digits: {r['x floor']:.2f}x the single-process loop per round; 95% after "
-                     f"{_seconds(r)} from launch")
+        lines.append(f"- Digits: {r['x floor']:.2f}x the single-process loop per round ({r['s / round']:.2f} s); "
+                     f"95% after {_seconds(r)} from launch")
     for r in rows(dig):
         if r["peer"].startswith("flower"):
             lines.append(f"  - {r['peer']}: {_seconds(r)} to 95%")
@@ -60,9 +63,16 @@ def headline(agg: Report | None, overhead: Report | None, dig: Report | None, xf
     return lines
 
 
+def _ours(overhead: Report | None, clients: int) -> str:
+    return " ".join(f"{r['s / round']:.3g} s" for r in rows(overhead, peer="fedkube", clients=clients))
+
+
 def _seconds(row: dict[str, Any]) -> str:
     value = row[next(k for k in row if k.startswith("s to"))]
-    return f"{value:.0f} s" if isinstance(value, float) else f"more than {row['rounds']} rounds"
+    reached = str(row[next(k for k in row if k.startswith("round reaching"))])
+    if isinstance(value, float):
+        return f"{value:.0f} s"
+    return reached if reached.startswith("did not finish") else f"more than {row['rounds']} rounds"
 
 
 def update_readme(lines: list[str], when: str) -> None:

@@ -50,7 +50,8 @@ def test_four_clients_train_and_checkpoints_verify(jobs):
 
 
 def test_client_killed_mid_round_round_completes_with_quorum(jobs):
-    doc = with_task(job_doc("killed", partitions=4, rounds=3, min_available=3, roundTimeoutSeconds=20),
+    # Five rounds: partition 3 may join after round 1 has started, and rounds must follow the killed one.
+    doc = with_task(job_doc("killed", partitions=4, rounds=5, min_available=3, roundTimeoutSeconds=20),
                     "fixture_tasks:straggler", {"slowPartition": 3, "slowCalls": [2], "seconds": 120})
     job = jobs(doc)
     # Partition 3 sleeps in its second local training: wait until it has reported once and the

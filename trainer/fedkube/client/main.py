@@ -75,6 +75,16 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def seed_torch(seed: int, device: torch.device) -> None:
+    """Seed the global RNGs the device draws from. On a CPU client only the CPU generator: there
+    `torch.manual_seed` also defers a seeding of each uninitialised accelerator backend, capturing a
+    stack trace for each, every round."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
 class Client:
     def __init__(self, plan: ClientPlan, options: ConnectOptions) -> None:
         self.plan, self.options = plan, options
@@ -153,7 +163,7 @@ class Client:
         if server_variates:
             own = {n: self.variates.get(n, np.zeros_like(c)) for n, c in server_variates.items()}
             drift = {n: c - own[n] for n, c in server_variates.items()}
-        torch.manual_seed(seed)  # dropout and other global-RNG draws repeat when a round is retrained
+        seed_torch(seed, self.device)  # dropout and other global-RNG draws repeat when a round is retrained
         with LocalCorrections(self.model, self.mu, drift) as corrections:
             result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
         local = get_weights(self.model)
