@@ -8,6 +8,7 @@ bench/flower_peer.py in its own venv. Timelines use the wall clock of this one m
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -98,7 +99,8 @@ def run_flower(mode: str, task: str, clients: int, rounds: int, timeout: float) 
 
 def failure(exc: Exception) -> str:
     """A peer's failed run as one table cell: the last line of its error that names a cause."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Flower colours its log lines
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return (lines[-1] if lines else type(exc).__name__).replace("|", "/")[:160]
 
 
