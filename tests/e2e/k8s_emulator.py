@@ -32,6 +32,7 @@ import base64
 import datetime
 import itertools
 import json
+import logging
 import ssl
 import threading
 import uuid
@@ -45,6 +46,10 @@ import kmock
 from kmock._internal import parsing
 from kmock._internal.dicts import merge_patch_dict
 from kmock._internal.k8s import KubernetesError
+
+# The server thread outlives each test's captured output: an access line logged after a test
+# ends would be written to a closed stream. Requests are counted in `created`, not logged.
+logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 _original_parse_path = parsing.parse_path
 
