@@ -11,6 +11,8 @@ import argparse
 import sys
 import time
 
+import torch
+
 from bench.common import Report
 from bench.peers import PEERS, Timeline, failure
 from bench.workload import Party, Referee
@@ -19,7 +21,12 @@ TARGET_ACCURACY = 0.95
 
 
 def single_process(clients: int, rounds: int) -> Timeline:
-    """The floor: FedAvg over the same parties in one loop, with central evaluation each round."""
+    """The floor: FedAvg over the same parties in one loop, with central evaluation each round.
+
+    One torch thread, as every framework's client process gets (OMP_NUM_THREADS=1): a second
+    thread on a busy 2-core machine spin-waits and makes the floor slower, not faster.
+    """
+    torch.set_num_threads(1)
     started = time.time()
     referee = Referee("digits")
     parties = [Party("digits", p, clients) for p in range(clients)]
