@@ -141,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             results["s3:// (moto on 127.0.0.1)"] = measure(S3Store("s3://bench/job", endpoint), weights, scratch,
                                                           args.repeats)
         disk = subprocess.run(["df", "--output=fstype", tmp], capture_output=True, text=True).stdout.split()[-1]
-    results_report = report(args.mb, args.repeats, results, disk)
-    if args.no_record:
-        print(results_report.table())
-    else:
-        results_report.publish()
+    report(args.mb, args.repeats, results, disk).record(not args.no_record)
     return 0
 
 

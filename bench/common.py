@@ -114,8 +114,17 @@ class Report:
             f.write("\n" + text)
         return text
 
+    def record(self, write: bool, readme: tuple[str, str] | None = None) -> None:
+        """Publish, first regenerating the README section between the `readme` markers; or, not writing, print."""
+        if not write:
+            print(self.table(), end="")
+            return
+        if readme is not None:
+            _write_readme_section(*readme, self.table())
+        self.publish()
 
-def write_readme_section(start: str, end: str, text: str) -> None:
+
+def _write_readme_section(start: str, end: str, text: str) -> None:
     """Replace what lies between the README's `start` and `end` markers: tables generated from a run."""
     readme = ROOT / "README.md"
     head, rest = readme.read_text().split(start, 1)

@@ -69,10 +69,7 @@ def main() -> int:
         error = np.sqrt(sum(float(((decoded[n] - a) ** 2).sum()) for n, a in update.items())) / norm
         report.add(spec.kind + (f" {spec.ratio}" if spec.ratio else ""), f"{size:,}", f"{dense / size:.2f}x",
                    f"{error:.4f}", f"{ms:.1f}")
-    if args.publish:
-        report.publish()
-    else:
-        print(report.table(), end="")
+    report.record(args.publish)
     return 0
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Report, write_readme_section
+from bench.common import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("fedavg", "fedprox", "scaffold")
@@ -67,12 +67,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = [run(s, Path(tmp) / s) for s in STRATEGIES]
-    results_report = report(results)
-    if args.no_write:
-        print(results_report.table(), end="")
-    else:
-        write_readme_section(START, END, results_report.table())
-        results_report.publish()
+    report(results).record(not args.no_write, readme=(START, END))
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from bench.common import ROOT, Report, write_readme_section
+from bench.common import ROOT, Report
 from fedkube.launcher import run_local
 from fedkube.spec import parse_manifest
 
@@ -83,12 +83,7 @@ def main() -> int:
             print(f"{example.name:24} {label:42} eps={result['epsilon']} acc={result['accuracy']:.4f} "
                   f"({result['seconds']:.0f}s)", flush=True)
             rows.append((label, example, result))
-    results = report(rows, args.rounds)
-    if args.no_record:
-        print(results.table())
-    else:
-        write_readme_section(START, END, results.table())
-        results.publish()
+    report(rows, args.rounds).record(not args.no_record, readme=(START, END))
     return 0
 
 
