@@ -83,7 +83,8 @@ class _HandlerCapture:
 
 
 def aggregator_handlers(servicer: pb_grpc.AggregatorServicer) -> dict[str, grpc.RpcMethodHandler]:
-    """The generated handlers, except that SubmitUpdate receives and GetTask may send raw bytes."""
+    """The generated handlers, except that SubmitUpdate and Session receive, and GetTask and Session
+    may send, raw bytes."""
     capture = _HandlerCapture()
     pb_grpc.add_AggregatorServicer_to_server(servicer, capture)
     handlers = dict(capture.handlers)
@@ -91,6 +92,8 @@ def aggregator_handlers(servicer: pb_grpc.AggregatorServicer) -> dict[str, grpc.
         servicer.SubmitUpdate, request_deserializer=None, response_serializer=pb.SubmitReply.SerializeToString)
     handlers["GetTask"] = grpc.unary_stream_rpc_method_handler(
         servicer.GetTask, request_deserializer=pb.TaskRequest.FromString, response_serializer=_serialize)
+    handlers["Session"] = grpc.stream_stream_rpc_method_handler(
+        servicer.Session, request_deserializer=None, response_serializer=_serialize)
     return handlers
 
 
