@@ -216,12 +216,12 @@ class Client:
                 log.warning("round %d: update rejected: %s", info.round, reply.reason)
 
     def _secure_aggregation(self, info: pb.RoundInfo) -> SecAggParticipant | None:
-        """With SecAgg+, agree keys and exchange shares before training; None for plain rounds."""
+        """With SecAgg+, agree keys and exchange shares while training; None for plain rounds."""
         config = json.loads(info.config_json or "{}")
         if "secagg" not in config:
             return None
         secagg = self.secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
-        secagg.exchange_keys()
+        secagg.start()
         return secagg
 
 
