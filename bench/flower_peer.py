@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import RoundCpu
+
 FLOWER_APP = Path(__file__).resolve().parent / "flower_app"
 FAILED = "authentication failed"  # the SuperLink refused an app process that called in too late
 
@@ -57,12 +59,15 @@ def wait_done(path: Path, processes: list[subprocess.Popen[bytes]], timeout: flo
               log: Path | None = None) -> dict[str, Any]:
     """Wait for the server side's timeline to say it is done; fail early when a log shows that the
     run cannot finish (Flower keeps its SuperLink up after a failed ServerApp)."""
-    deadline, polls = time.monotonic() + timeout, 0
+    deadline, polls, cpu, rounds = time.monotonic() + timeout, 0, RoundCpu(), 0
     while time.monotonic() < deadline:
         if path.exists():
             doc: dict[str, Any] = json.loads(path.read_text())
+            if len(doc["rounds"]) > rounds:
+                rounds = len(doc["rounds"])
+                cpu.round_ended(doc["rounds"][-1][0])
             if doc["done"]:
-                return doc
+                return {**doc, "cpu_per_round": cpu.per_round()}
         if processes[0].poll() is not None and processes[0].returncode != 0:
             raise RuntimeError(f"{processes[0].args} exited with {processes[0].returncode}")
         polls += 1

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from bench.common import ROOT, python_for, run_json, trainer_env
+from bench.cpu import RoundCpu
 from bench.workload import manifest
 
 
@@ -29,6 +30,7 @@ class Timeline:
     rounds: list[tuple[int, float, float | None]]  # (round, wall time it ended, accuracy)
     history: tuple[dict[str, Any], ...] = ()  # fedkube's metrics.json entries
     aggregator_peak_rss: int = 0  # fedkube's aggregator process, sampled while it ran
+    cpu_per_round: float | None = None  # CPU seconds of every process of the run, after round 1 (bench.cpu)
 
     def per_round(self) -> float:
         """Mean seconds per round after round 1 (start-up excluded): from round 1's end to the last's."""
@@ -43,10 +45,11 @@ class Timeline:
         return None
 
 
-def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: dict[str, Any] | None = None) -> Timeline:
+def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: dict[str, Any] | None = None,
+                spec: dict[str, Any] | None = None) -> Timeline:
     with tempfile.TemporaryDirectory(prefix="fedkube-bench-") as tmp:
         job, out = Path(tmp) / "job.yaml", Path(tmp) / "run"
-        job.write_text(yaml.safe_dump(manifest(f"bench-{task}", task, clients, rounds, config), sort_keys=False))
+        job.write_text(yaml.safe_dump(manifest(f"bench-{task}", task, clients, rounds, config, spec), sort_keys=False))
         started = time.time()
         log = Path(tmp) / "launcher.log"
         with log.open("wb") as sink:
@@ -54,10 +57,12 @@ def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: di
                                        stdout=sink, stderr=subprocess.STDOUT, env=trainer_env(), cwd=ROOT)
         seen: list[tuple[int, float, float | None]] = []
         deadline = time.monotonic() + timeout
-        metrics, peak, history, polls = out / "metrics.json", 0, [], 0
+        metrics, peak, history, polls, cpu = out / "metrics.json", 0, [], 0, RoundCpu()
         while process.poll() is None and time.monotonic() < deadline:
             history = _read(metrics) or history
             now = time.time()
+            if len(history) > len(seen):
+                cpu.round_ended(history[-1]["round"])
             seen += [(h["round"], now, h.get("accuracy")) for h in history[len(seen):]]
             if polls % 10 == 0:  # psutil's walk of the process tree costs more than reading metrics.json
                 peak = max(peak, _aggregator_rss(process.pid))
@@ -68,7 +73,7 @@ def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: di
             raise TimeoutError(f"fedkube did not finish {rounds} rounds within {timeout:g}s")
         if process.returncode != 0:
             raise RuntimeError(f"fedkube run failed:\n{log.read_text()[-3000:]}")
-        return Timeline(started, seen, tuple(_read(metrics)), peak)
+        return Timeline(started, seen, tuple(_read(metrics)), peak, cpu.per_round())
 
 
 def _aggregator_rss(launcher: int) -> int:
@@ -94,7 +99,7 @@ def run_flower(mode: str, task: str, clients: int, rounds: int, timeout: float) 
         doc = run_json([python_for("flower"), "-m", "bench.flower_peer", mode, "--task", task, "--clients",
                         str(clients), "--rounds", str(rounds), "--workdir", tmp, "--timeout", str(timeout)],
                        timeout=timeout + 120)
-    return Timeline(doc["started"], [tuple(r) for r in doc["rounds"]])
+    return Timeline(doc["started"], [tuple(r) for r in doc["rounds"]], cpu_per_round=doc.get("cpu_per_round"))
 
 
 def failure(exc: Exception) -> str:

@@ -1,12 +1,14 @@
 """SecAgg+ overhead: round time with and without secure aggregation, and client masking throughput.
 
 1. Rounds: the same job (16 clients, a 1,001,000-parameter linear model, one local step on a
-   few random rows, mTLS) run by real `fedkube` processes, plain FedAvg and SecAgg+ in turn
+   few random rows, mTLS) run by real `fedkube` processes, plain FedAvg and SecAgg+ (on the
+   complete graph and on the default O(log n) one) in turn
    (`--pairs` times each, alternating so both see the same background load); the median round
    time of each, and their ratio (target: at most 1.5x).
-2. Masking: one client's work between its trained update and the vector it sends, over the
-   same 1M-parameter update with 15 neighbours: fedkube (fixed point, self mask and pairwise
-   masks by AES-CTR) against Flower's SecAgg+ client stage (`_collect_masked_vectors` of
+2. Masking: one client's work to turn its trained update into the vector it sends, over the
+   same 1M-parameter update with 15 neighbours: fedkube (self mask and pairwise masks by
+   AES-CTR, which a client expands while it trains, then the fixed-point update added to them)
+   against Flower's SecAgg+ client stage (`_collect_masked_vectors` of
    `flwr.client.mod.secaggplus_mod`, numpy's seeded RandomState as its PRG), in MB/s of float32
    update. Flower runs in its own venv (`bench.common.FLOWER_PYTHON`).
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from bench.common import FLOWER_PYTHON, Report, trainer_env
+from fedkube.secure import default_neighbours
 
 WIDTH = 1000  # Linear(1000, 1000): 1,001,000 parameters
 
@@ -53,11 +55,6 @@ def task(config: dict[str, Any]) -> Any:
                                  torch.randint(0, WIDTH, (16,), generator=g))
 
     return OneMillion()
-
-
-def sparse_degree(clients: int) -> int:
-    """SecAgg+'s neighbourhood: O(log n) neighbours (2 ceil(log2 n)) instead of all n - 1."""
-    return min(clients - 1, 2 * math.ceil(math.log2(clients)))
 
 
 def job_manifest(name: str, clients: int, rounds: int, secure: bool, neighbours: int | None = None) -> dict[str, Any]:
@@ -98,17 +95,17 @@ def fedkube_masking(clients: int, repeats: int) -> float:
     from fedkube.secure.secagg import ClientSession, RoundSetup
 
     ring = Ring(default_bits(clients), 1.0, clients)
-    setup = RoundSetup("bench", 1, "n", tuple(range(clients)), None, 0, clients // 2 + 1, ring)
+    update = np.random.default_rng(0).normal(0, 0.01, WIDTH * WIDTH + WIDTH).astype(np.float32)
+    setup = RoundSetup("bench", 1, "n", tuple(range(clients)), None, 0, clients // 2 + 1, ring, update.size + 1)
     sessions = [ClientSession(setup, p) for p in range(clients)]
     keys = {p: s.advert() for p, s in enumerate(sessions)}
     outbox = {p: s.share(keys) for p, s in enumerate(sessions)}
     me = sessions[0]
     me.receive({q: outbox[q][0] for q in range(1, clients)})
-    update = np.random.default_rng(0).normal(0, 0.01, WIDTH * WIDTH + WIDTH).astype(np.float32)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        me.mask(ring.encode(update, 16))
+        ring.encode(update, 16, into=me.mask_vector())  # a client expands the mask while it trains
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -168,8 +165,8 @@ def main() -> int:
     report = Report(f"SecAgg+ overhead: {args.clients} clients, 1,001,000 parameters (`python -m bench.secagg`)",
                     ["measurement", "fedkube SecAgg+", "peer", "peer's", "fedkube / peer"])
     if not args.skip_rounds:
-        k = sparse_degree(args.clients)
-        graphs = {"complete graph": None, f"{k} neighbours (SecAgg+'s O(log n) graph)": k}
+        k = default_neighbours(args.clients)
+        graphs = {"complete graph": args.clients - 1, f"default graph: {k} neighbours (SecAgg+'s O(log n))": None}
         plain: list[float] = []
         secure: dict[str, list[float]] = {g: [] for g in graphs}
         with tempfile.TemporaryDirectory() as tmp:

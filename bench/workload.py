@@ -24,15 +24,17 @@ PARTITIONER = PartitionerSpec(kind="dirichlet", alpha=0.5, seed=SEED)
 TRAIN = TrainSettings(local_epochs=3, batch_size=32, optimizer=OptimizerSpec(name="sgd", lr=0.05, momentum=0.9))
 
 
-def manifest(name: str, task: str, clients: int, rounds: int, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The fedkube job for `task`: every client in every round, no checkpoint until the end."""
+def manifest(name: str, task: str, clients: int, rounds: int, config: dict[str, Any] | None = None,
+             spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fedkube job for `task`: every client in every round, no checkpoint until the end; `spec`
+    adds or replaces top-level spec fields (e.g. transport)."""
     return {"apiVersion": "fedkube.io/v1alpha1", "kind": "FederatedJob", "metadata": {"name": name},
             "spec": {"task": {"entrypoint": ENTRYPOINTS[task], "config": config or {}}, "seed": SEED, "rounds": rounds,
                      "data": {"partitions": clients, "partitioner": {"kind": "dirichlet", "alpha": 0.5, "seed": SEED}},
                      "clients": {"minAvailable": clients, "fraction": 1.0, "roundTimeoutSeconds": 600,
                                  "localEpochs": TRAIN.local_epochs, "batchSize": TRAIN.batch_size,
                                  "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
-                     "checkpoint": {"everyRounds": rounds}}}
+                     "checkpoint": {"everyRounds": rounds}, **(spec or {})}}
 
 
 def load(task: str) -> Task:
