@@ -13,7 +13,6 @@ import sys
 from bench.common import GB, MB, Report
 from bench.peers import run_fedkube
 
-
 # The targets are judged on the default transport (mutual TLS); clear text shows what TLS costs.
 TRANSPORTS = {"mTLS (default)": {}, "clear text (transport.tls: false)": {"transport": {"tls": False}}}
 
