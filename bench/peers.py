@@ -80,8 +80,9 @@ def _aggregator_rss(launcher: int) -> int:
     import psutil
 
     try:
-        return max((c.memory_info().rss for c in psutil.Process(launcher).children()
-                    if "aggregator" in c.cmdline()), default=0)
+        # A fresh interpreter names itself in its command line; one forked by fedkube.zygote, in its name.
+        return max((c.memory_info().rss for c in psutil.Process(launcher).children(recursive=True)
+                    if c.name() == "aggregator" or "aggregator" in c.cmdline()), default=0)
     except psutil.Error:
         return 0
 
