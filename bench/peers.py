@@ -81,7 +81,6 @@ def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: di
 
 
 def _aggregator_rss(launcher: int) -> int:
-    """The aggregator's RSS: named `aggregator` when forked by the launcher, else by its command line."""
     import psutil
 
     try:

@@ -28,14 +28,15 @@ from fedkube.plan import ClientPlan
 from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
-from fedkube.protocol.tensors import data_envelopes, receive_tensors, spec_from_header, specs_of
+from fedkube.protocol.tensors import receive_tensors, spec_from_header, specs_of
+from fedkube.protocol.wire import data_chunks, data_messages, parse_envelope, raw_get_task, raw_submit_update
 from fedkube.secure.secagg import ProtocolError
 from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
 from fedkube.tasks.files import open_source
-from fedkube.weights import Weights, get_weights, set_weights, subtract
+from fedkube.weights import Weights, set_weights, subtract_into, view_weights
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Client:
             self.test_data = self.task.load_test()
         self.channel = open_channel(options.target, options.tls)
         self.stub = pb_grpc.AggregatorStub(self.channel)
+        self.get_task, self.submit_update = raw_get_task(self.channel), raw_submit_update(self.channel)
         self.session = ""
         self.codec = build_codec(plan.compression)   # lives as long as the client: top-k's residuals
         self.mu = proximal_mu(plan.strategy)
@@ -137,12 +139,13 @@ class Client:
         log.info("joined job %s as partition %d", reply.job, self.plan.partition)
 
     def _next_task(self) -> tuple[pb.RoundInfo, Weights] | pb.JobDone:
-        stream = self.stub.GetTask(pb.TaskRequest(partition=self.plan.partition, session=self.session))
-        first = next(stream)
+        stream = self.get_task(pb.TaskRequest(partition=self.plan.partition, session=self.session))
+        first = parse_envelope(next(stream))
         if first.HasField("done"):
             return first.done
         info = first.round
-        weights = receive_tensors([spec_from_header(h) for h in info.tensors], (e.data for e in stream))
+        self._join_secure_aggregation(info)  # SecAgg+'s key exchange runs while the weights stream in
+        weights = receive_tensors([spec_from_header(h) for h in info.tensors], data_chunks(stream))
         return info, weights
 
     def _evaluate_global(self) -> dict[str, float]:
@@ -166,8 +169,8 @@ class Client:
         seed_torch(seed, self.device)  # dropout and other global-RNG draws repeat when a round is retrained
         with LocalCorrections(self.model, self.mu, drift) as corrections:
             result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
-        local = get_weights(self.model)
-        update = subtract(local, global_weights)
+        local = view_weights(self.model)  # the model stays as trained until the next round
+        update = subtract_into(local, global_weights)  # the global weights are not needed any more
         if server_variates:
             # c_i+ is the round's mean raw gradient; tensors without a gradient keep theirs (zero).
             self.variates = {**own, **corrections.mean_gradients()}
@@ -184,7 +187,7 @@ class Client:
         yield pb.Envelope(update=pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket,
             num_examples=num_examples, metrics=metrics, tensors=[s.header() for s in specs_of(wire)]))
-        yield from data_envelopes(wire.values())
+        yield from data_messages(wire.values())
 
     def run(self) -> int:
         set_context(job=self.plan.job, partition=self.plan.partition)
@@ -197,11 +200,11 @@ class Client:
             info, weights = task
             set_context(round=info.round)
             try:
-                if self.secagg is not None and self.secagg.serves_again(info):
-                    self.secagg.unmask()
+                secagg = self.secagg if self.secagg is not None and self.secagg.serves_again(info) else None
+                if secagg is not None and secagg.masked:  # a restarted aggregator finishing this attempt
+                    secagg.unmask()
                     continue
-                secagg = self._secure_aggregation(info)
-                reply = self.stub.SubmitUpdate(self.train_round(info, weights, secagg))
+                reply = self.submit_update(self.train_round(info, weights, secagg))
                 if reply.accepted and secagg is not None:
                     secagg.unmask()
             except ProtocolError as exc:
@@ -215,14 +218,12 @@ class Client:
             else:
                 log.warning("round %d: update rejected: %s", info.round, reply.reason)
 
-    def _secure_aggregation(self, info: pb.RoundInfo) -> SecAggParticipant | None:
-        """With SecAgg+, agree keys and exchange shares while training; None for plain rounds."""
+    def _join_secure_aggregation(self, info: pb.RoundInfo) -> None:
+        """With SecAgg+, start agreeing keys and exchanging shares for a new attempt (not one served again)."""
         config = json.loads(info.config_json or "{}")
-        if "secagg" not in config:
-            return None
-        secagg = self.secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
-        secagg.start()
-        return secagg
+        if "secagg" in config and not (self.secagg is not None and self.secagg.serves_again(info)):
+            self.secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
+            self.secagg.start()
 
 
 def run_client(plan: ClientPlan, options: ConnectOptions) -> int:
