@@ -144,6 +144,7 @@ class Client:
         if first.HasField("done"):
             return first.done
         info = first.round
+        self._join_secure_aggregation(info)  # SecAgg+'s key exchange runs while the weights stream in
         weights = receive_tensors([spec_from_header(h) for h in info.tensors], data_chunks(stream))
         return info, weights
 
@@ -199,10 +200,10 @@ class Client:
             info, weights = task
             set_context(round=info.round)
             try:
-                if self.secagg is not None and self.secagg.serves_again(info):
-                    self.secagg.unmask()
+                secagg = self.secagg if self.secagg is not None and self.secagg.serves_again(info) else None
+                if secagg is not None and secagg.masked:  # a restarted aggregator finishing this attempt
+                    secagg.unmask()
                     continue
-                secagg = self._secure_aggregation(info)
                 reply = self.submit_update(self.train_round(info, weights, secagg))
                 if reply.accepted and secagg is not None:
                     secagg.unmask()
@@ -217,14 +218,12 @@ class Client:
             else:
                 log.warning("round %d: update rejected: %s", info.round, reply.reason)
 
-    def _secure_aggregation(self, info: pb.RoundInfo) -> SecAggParticipant | None:
-        """With SecAgg+, agree keys and exchange shares while training; None for plain rounds."""
+    def _join_secure_aggregation(self, info: pb.RoundInfo) -> None:
+        """With SecAgg+, start agreeing keys and exchanging shares for a new attempt (not one served again)."""
         config = json.loads(info.config_json or "{}")
-        if "secagg" not in config:
-            return None
-        secagg = self.secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
-        secagg.start()
-        return secagg
+        if "secagg" in config and not (self.secagg is not None and self.secagg.serves_again(info)):
+            self.secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
+            self.secagg.start()
 
 
 def run_client(plan: ClientPlan, options: ConnectOptions) -> int:

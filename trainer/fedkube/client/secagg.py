@@ -34,6 +34,7 @@ class SecAggParticipant:
         self.stub, self.info, self.partition = stub, info, partition
         self.session = ClientSession(RoundSetup.from_json(config), partition)
         self.mask: Future[np.ndarray] = Future()
+        self.masked = False  # our masked vector was made: from now on we only ever reveal
 
     def start(self) -> None:
         """Steps 1 and 2 and the total mask, in the background (see the module)."""
@@ -70,7 +71,9 @@ class SecAggParticipant:
     def masked_update(self, update: Mapping[str, np.ndarray], num_examples: int) -> dict[str, np.ndarray]:
         """Step 3: the update (in the aggregator's tensor order), weighted, quantised and added to the mask."""
         flat = np.concatenate([a.reshape(-1) for a in update.values()]) if update else np.zeros(0, np.float32)
-        return {MASKED_TENSOR: self.session.setup.ring.encode(flat, num_examples, into=self.mask.result())}
+        masked = self.session.setup.ring.encode(flat, num_examples, into=self.mask.result())
+        self.masked = True
+        return {MASKED_TENSOR: masked}
 
     def unmask(self) -> None:
         """Step 4: reveal one share per neighbour, as the survivor lists ask."""
