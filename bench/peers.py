@@ -32,6 +32,10 @@ class Timeline:
     aggregator_peak_rss: int = 0  # fedkube's aggregator process, sampled while it ran
     cpu_per_round: float | None = None  # CPU seconds of every process of the run, after round 1 (bench.cpu)
 
+    def startup(self) -> float:
+        """Seconds from launch to the end of round 1: imports, connections and the first round."""
+        return self.rounds[0][1] - self.started
+
     def per_round(self) -> float:
         """Mean seconds per round after round 1 (start-up excluded): from round 1's end to the last's."""
         ends = [t for r, t, _ in self.rounds if r >= 1]
@@ -46,7 +50,7 @@ class Timeline:
 
 
 def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: dict[str, Any] | None = None,
-                spec: dict[str, Any] | None = None) -> Timeline:
+                spec: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Timeline:
     with tempfile.TemporaryDirectory(prefix="fedkube-bench-") as tmp:
         job, out = Path(tmp) / "job.yaml", Path(tmp) / "run"
         job.write_text(yaml.safe_dump(manifest(f"bench-{task}", task, clients, rounds, config, spec), sort_keys=False))
@@ -54,7 +58,7 @@ def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: di
         log = Path(tmp) / "launcher.log"
         with log.open("wb") as sink:
             process = subprocess.Popen([sys.executable, "-m", "fedkube.cli", "run", str(job), "--output-dir", str(out)],
-                                       stdout=sink, stderr=subprocess.STDOUT, env=trainer_env(), cwd=ROOT)
+                                       stdout=sink, stderr=subprocess.STDOUT, env=trainer_env(**(env or {})), cwd=ROOT)
         seen: list[tuple[int, float, float | None]] = []
         deadline = time.monotonic() + timeout
         metrics, peak, history, polls, cpu = out / "metrics.json", 0, [], 0, RoundCpu()
@@ -80,8 +84,8 @@ def _aggregator_rss(launcher: int) -> int:
     import psutil
 
     try:
-        return max((c.memory_info().rss for c in psutil.Process(launcher).children()
-                    if "aggregator" in c.cmdline()), default=0)
+        return max((c.memory_info().rss for c in psutil.Process(launcher).children(recursive=True)
+                    if c.name() == "aggregator" or "aggregator" in c.cmdline()), default=0)
     except psutil.Error:
         return 0
 

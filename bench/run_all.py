@@ -55,7 +55,8 @@ def headline(agg: Report | None, overhead: Report | None, dig: Report | None, xf
         if r["peer"].startswith("flower"):
             lines.append(f"  - {r['peer']}: {_seconds(r)} to 95%")
     for r in rows(xfer):
-        lines.append(f"- {r['model MB']:.0f} MB model over loopback gRPC: {r['MB/s (down + up)']:.0f} MB/s")
+        lines.append(f"- {r['model MB']:.0f} MB model over loopback gRPC, {r['transport']}: "
+                     f"{r['MB/s (down + up)']:.0f} MB/s, aggregator peak {r['peak / model']:.1f}x the model")
     for r in rows(many)[1:]:
         lines.append(f"- {r['clients joined']} clients joined, {r['sampled / round']} a round: "
                      f"{r['s / round']:.2f} s a round ({r['vs all-sampled: round time']:.1f}x the all-sampled "
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     agg.publish(facts)
     overhead = round_overhead.run(*profile["overhead"])
     overhead.publish(facts)
-    xfer = transfer.run(profile["transfer"])
+    xfer = transfer.run(profile["transfer"], list(transfer.TRANSPORTS))
     xfer.publish(facts)
     dig = digits.run(8, *profile["digits"])
     dig.publish(facts)

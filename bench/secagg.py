@@ -1,12 +1,14 @@
 """SecAgg+ overhead: round time with and without secure aggregation, and client masking throughput.
 
 1. Rounds: the same job (16 clients, a 1,001,000-parameter linear model, one local step on a
-   few random rows, mTLS) run by real `fedkube` processes, plain FedAvg and SecAgg+ in turn
+   few random rows, mTLS) run by real `fedkube` processes, plain FedAvg and SecAgg+ (on the
+   complete graph and on the default O(log n) one) in turn
    (`--pairs` times each, alternating so both see the same background load); the median round
    time of each, and their ratio (target: at most 1.5x).
-2. Masking: one client's work between its trained update and the vector it sends, over the
-   same 1M-parameter update with 15 neighbours: fedkube (fixed point, self mask and pairwise
-   masks by AES-CTR) against Flower's SecAgg+ client stage (`_collect_masked_vectors` of
+2. Masking: one client's work to turn its trained update into the vector it sends, over the
+   same 1M-parameter update with 15 neighbours: fedkube (self mask and pairwise masks by
+   AES-CTR, which a client expands while it trains, then the fixed-point update added to them)
+   against Flower's SecAgg+ client stage (`_collect_masked_vectors` of
    `flwr.client.mod.secaggplus_mod`, numpy's seeded RandomState as its PRG), in MB/s of float32
    update. Flower runs in its own venv (`bench.common.FLOWER_PYTHON`).
 
@@ -33,6 +35,8 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from bench.common import FLOWER_PYTHON, Report, trainer_env
+from bench.cpu import RoundCpu
+from fedkube.secure import default_neighbours
 
 WIDTH = 1000  # Linear(1000, 1000): 1,001,000 parameters
 
@@ -55,11 +59,6 @@ def task(config: dict[str, Any]) -> Any:
     return OneMillion()
 
 
-def sparse_degree(clients: int) -> int:
-    """SecAgg+'s neighbourhood: O(log n) neighbours (2 ceil(log2 n)) instead of all n - 1."""
-    return min(clients - 1, 2 * math.ceil(math.log2(clients)))
-
-
 def job_manifest(name: str, clients: int, rounds: int, secure: bool, neighbours: int | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "task": {"entrypoint": "bench.secagg:task"},
@@ -74,21 +73,37 @@ def job_manifest(name: str, clients: int, rounds: int, secure: bool, neighbours:
     return {"apiVersion": "fedkube.io/v1alpha1", "kind": "FederatedJob", "metadata": {"name": name}, "spec": spec}
 
 
-def run_job(doc: dict[str, Any], workdir: Path) -> list[float]:
-    """Seconds of every round but the first (which includes the clients' start-up), via `fedkube run`."""
+def run_job(doc: dict[str, Any], workdir: Path) -> tuple[list[float], float | None]:
+    """Seconds of every round but the first (which includes the clients' start-up), and CPU seconds a round of
+    every process of the job over the same rounds (bench.cpu: far less noisy on a busy machine), via `fedkube run`.
+    """
     import yaml
 
     path = workdir / f"{doc['metadata']['name']}.yaml"
     path.write_text(yaml.safe_dump(doc))
-    run_dir = workdir / doc["metadata"]["name"]
-    done = subprocess.run([sys.executable, "-m", "fedkube.cli", "run", str(path), "--output-dir", str(run_dir)],
-                          env=trainer_env(), capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"{doc['metadata']['name']} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    history = json.loads((run_dir / "metrics.json").read_text())
+    run_dir, log = workdir / doc["metadata"]["name"], workdir / f"{doc['metadata']['name']}.log"
+    metrics, cpu, seen = run_dir / "metrics.json", RoundCpu(), 0
+    deadline = time.monotonic() + 1800
+    with log.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "fedkube.cli", "run", str(path), "--output-dir",
+                                    str(run_dir)], env=trainer_env(), stdout=sink, stderr=subprocess.STDOUT)
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            history = json.loads(metrics.read_text())
+        except (OSError, ValueError):  # not written yet
+            history = []
+        if len(history) > seen:
+            cpu.round_ended(history[-1]["round"])
+            seen = len(history)
+        time.sleep(0.01)
+    if process.poll() is None:
+        process.kill()
+    if process.wait() != 0:
+        raise RuntimeError(f"{doc['metadata']['name']} failed:\n{log.read_text()[-3000:]}")
+    history = json.loads(metrics.read_text())
     if any(h["status"] != "completed" for h in history):
         raise RuntimeError(f"{doc['metadata']['name']}: a round did not complete: {history}")
-    return [h["seconds"] for h in history[1:]]
+    return [h["seconds"] for h in history[1:]], cpu.per_round()
 
 
 def fedkube_masking(clients: int, repeats: int) -> float:
@@ -98,17 +113,17 @@ def fedkube_masking(clients: int, repeats: int) -> float:
     from fedkube.secure.secagg import ClientSession, RoundSetup
 
     ring = Ring(default_bits(clients), 1.0, clients)
-    setup = RoundSetup("bench", 1, "n", tuple(range(clients)), None, 0, clients // 2 + 1, ring)
+    update = np.random.default_rng(0).normal(0, 0.01, WIDTH * WIDTH + WIDTH).astype(np.float32)
+    setup = RoundSetup("bench", 1, "n", tuple(range(clients)), None, 0, clients // 2 + 1, ring, update.size + 1)
     sessions = [ClientSession(setup, p) for p in range(clients)]
     keys = {p: s.advert() for p, s in enumerate(sessions)}
     outbox = {p: s.share(keys) for p, s in enumerate(sessions)}
     me = sessions[0]
     me.receive({q: outbox[q][0] for q in range(1, clients)})
-    update = np.random.default_rng(0).normal(0, 0.01, WIDTH * WIDTH + WIDTH).astype(np.float32)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        me.mask(ring.encode(update, 16))
+        ring.encode(update, 16, into=me.mask_vector())  # a client expands the mask while it trains
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -168,23 +183,26 @@ def main() -> int:
     report = Report(f"SecAgg+ overhead: {args.clients} clients, 1,001,000 parameters (`python -m bench.secagg`)",
                     ["measurement", "fedkube SecAgg+", "peer", "peer's", "fedkube / peer"])
     if not args.skip_rounds:
-        k = sparse_degree(args.clients)
-        graphs = {"complete graph": None, f"{k} neighbours (SecAgg+'s O(log n) graph)": k}
-        plain: list[float] = []
-        secure: dict[str, list[float]] = {g: [] for g in graphs}
+        k = default_neighbours(args.clients)
+        jobs = {"plain FedAvg": (False, None), "complete graph": (True, args.clients - 1),
+                f"default graph: {k} neighbours (SecAgg+'s O(log n))": (True, None)}  # (secure, neighbours)
+        runs: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in jobs}
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.pairs):
-                plain += run_job(job_manifest(f"bench-plain-{i}", args.clients, args.rounds, False), Path(tmp))
-                for n, (graph, degree) in enumerate(graphs.items()):
-                    secure[graph] += run_job(job_manifest(f"bench-secagg-{i}-{n}", args.clients, args.rounds, True,
-                                                          degree), Path(tmp))
-        p = statistics.median(plain)
-        for graph, times in secure.items():
-            s = statistics.median(times)
+                for n, (name, (secure, neighbours)) in enumerate(jobs.items()):
+                    times, cpu = run_job(job_manifest(f"bench-{n}-{i}", args.clients, args.rounds, secure, neighbours),
+                                         Path(tmp))
+                    runs[name][0].extend(times)
+                    runs[name][1].extend([] if cpu is None else [cpu])
+        p, p_cpu = (statistics.median(x) if x else math.nan for x in runs.pop("plain FedAvg"))
+        for graph, (times, cpus) in runs.items():
+            s, s_cpu = statistics.median(times), statistics.median(cpus) if cpus else math.nan
             report.add(f"round time (s), {graph}, mTLS", s, "plain FedAvg", p, f"{s / p:.2f}x")
+            report.add(f"CPU s a round, all processes, {graph}", s_cpu, "plain FedAvg", p_cpu, f"{s_cpu / p_cpu:.2f}x")
             report.notes.append(f"Round time, {graph}: {args.clients} client processes, median of rounds "
-                                f"2..{args.rounds} of {args.pairs} alternating job runs. Target at most 1.5x plain "
-                                f"FedAvg: {'met' if s / p <= 1.5 else 'MISSED'}.")
+                                f"2..{args.rounds} of {args.pairs} alternating job runs (CPU: user + system seconds "
+                                f"of every process from round 1's end to the last's, per round, from /proc). Target "
+                                f"at most 1.5x plain FedAvg: {'met' if s / p <= 1.5 else 'MISSED'}.")
     ours = fedkube_masking(args.clients, args.repeats)
     theirs = flower_masking(args.clients, args.repeats)
     what = f"client masking (MB/s of a {mb:.1f} MB float32 update, {args.clients - 1} neighbours)"

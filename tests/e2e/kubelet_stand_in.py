@@ -349,31 +349,60 @@ class Kubelet:
         return "\n".join(lines) + "\n"
 
     # -- processes ------------------------------------------------------------------------------
-    @staticmethod
-    def _interpreter_steps(workdir: Path) -> list[str]:
-        """Let a non-root pod reach this machine's Python, as it would reach its image's.
+    def _host_roots(self) -> list[Path]:
+        """What the pod's command needs from this machine: the interpreter, the venv, the source tree.
 
-        The venv's interpreter may live under a folder others cannot enter (e.g. /root, 0700):
-        in the pod's mount namespace only, that folder becomes a world-enterable tmpfs holding
-        just the path to the interpreter.
+        The venv's bin folder and the source roots are taken with their common folder (the checkout),
+        so links inside it (the package's schema points at crds/) resolve too.
         """
-        real = Path(os.path.realpath(sys.executable))
-        for ancestor in reversed(real.parents):
-            if ancestor == Path("/") or os.stat(ancestor).st_mode & stat.S_IXOTH:
+        shared = [*self.bin_dirs, *self.python_path]
+        common = os.path.realpath(os.path.commonpath(shared)) if shared else "/"
+        wanted = [os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
+                  *([common] if common != "/" else [os.path.realpath(p) for p in shared])]
+        roots: list[Path] = []
+        for path in sorted({Path(p) for p in wanted}, key=lambda p: len(p.parts)):
+            if not any(path.is_relative_to(r) for r in roots):
+                roots.append(path)
+        return roots
+
+    def _reach_steps(self, binds: list[tuple[Path, str, bool]], workdir: Path, non_root: bool) -> tuple[
+            list[str], list[str]]:
+        """Keep this machine's interpreter, venv and checkout at their own paths inside the pod.
+
+        An image carries them; here they live on this machine, where a pod's volume may hide them (an
+        emptyDir at /tmp over a checkout under /tmp) or a folder a non-root user cannot enter may
+        block them (/root, or a 0700 mktemp folder). Each such root is bound to a stage before the
+        volumes are mounted and bound back after; a blocking folder becomes a world-enterable tmpfs.
+        Returns the steps to run before and after the volume binds.
+        """
+        covers = [Path(dst) for _src, dst, _ro in binds]
+        before: list[str] = []
+        tmpfs: list[Path] = []
+        staged: list[tuple[Path, Path]] = []
+        for n, root in enumerate(self._host_roots()):
+            hider = max((d for d in covers if root.is_relative_to(d)), key=lambda d: len(d.parts), default=None)
+            blocked = [a for a in reversed(root.parents) if a != Path("/") and non_root
+                       and (hider is None or not a.is_relative_to(hider))
+                       and not os.stat(a).st_mode & stat.S_IXOTH]
+            if hider is None and not blocked:
                 continue
-            child = real.parents[len(real.parents) - len(ancestor.parents) - 2]
-            stage = workdir / "interpreter"
-            stage.mkdir()
-            return [f"mount --bind {shlex.quote(str(child))} {shlex.quote(str(stage))}",
-                    f"mount -t tmpfs -o mode=755 tmpfs {shlex.quote(str(ancestor))}",
-                    f"mkdir -p {shlex.quote(str(child))}",
-                    f"mount --bind {shlex.quote(str(stage))} {shlex.quote(str(child))}"]
-        return []
+            if blocked and not any(blocked[0].is_relative_to(t) for t in tmpfs):
+                tmpfs.append(blocked[0])
+            stage = workdir / "stage" / str(n)
+            stage.mkdir(parents=True)
+            before.append(f"mount --bind {shlex.quote(str(root))} {shlex.quote(str(stage))}")
+            staged.append((root, stage))
+        after = [f"mount -t tmpfs -o mode=755 tmpfs {shlex.quote(str(t))}" for t in tmpfs]
+        for root, stage in staged:
+            after += [f"mkdir -p {shlex.quote(str(root))}",
+                      f"mount --bind {shlex.quote(str(stage))} {shlex.quote(str(root))}"]
+        return before, after
 
     def _script(self, binds: list[tuple[Path, str, bool]], workdir: Path, read_only_root: bool,
                 user: tuple[int, int] | None, groups: list[int], command: list[str]) -> str:
         """The shell run inside `unshare -m`: mount points, binds, read-only root, then exec."""
-        steps = ["set -e", "mount --make-rprivate /"]
+        stage_steps, reach_steps = self._reach_steps(binds, workdir, user is not None and user[0] != 0)
+        steps = ["set -e", "umask 022", "mount --make-rprivate /", *stage_steps]
         overlays: list[str] = []
         for n, (_src, dst, _ro) in enumerate(sorted(binds, key=lambda b: b[1].count("/"))):
             parent = Path(dst)
@@ -397,8 +426,7 @@ class Kubelet:
                 steps.append(f"mount -o remount,bind,ro {shlex.quote(dst)}")
         if "/dev" in overlays:  # as in a container: a private, world-writable /dev/shm
             steps.append("mount -t tmpfs -o mode=1777 tmpfs /dev/shm")
-        if user is not None and user[0] != 0:
-            steps += self._interpreter_steps(workdir)
+        steps += reach_steps
         if read_only_root:
             steps.append("mount -o remount,bind,ro /")
             steps += [f"mount -o remount,ro {shlex.quote(o)}" for o in overlays if o != "/dev"]

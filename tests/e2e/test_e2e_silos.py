@@ -28,12 +28,15 @@ def test_each_client_pod_mounts_and_trains_on_its_own_claim_only(cluster: Cluste
     job["spec"]["data"]["sources"] = [{"pvc": {"claimName": "silo-{partition}", "mountPath": "/srv/records"}}]
     cluster.apply(job)
 
+    # Taken while the job runs: the operator deletes client pods still exiting a grace after it ends.
+    clients = wait_for(lambda: (c := {int(p["metadata"]["labels"]["fedkube.io/partition"]): p
+                                      for p in cluster.pods("silos")
+                                      if p["metadata"]["labels"].get("fedkube.io/role") == "client"})
+                       and len(c) == len(RECORDS) and c, 120, "both client pods")
     done = cluster.wait_job("silos", lambda j: j.get("status", {}).get("phase") in ("Succeeded", "Failed"), 240,
                             "finished")
 
     assert done["status"]["phase"] == "Succeeded", cluster.diagnose("silos")
-    clients = {int(p["metadata"]["labels"]["fedkube.io/partition"]): p for p in cluster.pods("silos")
-               if p["metadata"]["labels"].get("fedkube.io/role") == "client"}
     for p, (_, rows) in RECORDS.items():
         pod = clients[p]
         claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]

@@ -1,7 +1,8 @@
 """Tasks used only by the integration tests (imported by the aggregator and client processes).
 
 `big` has a model of about 20M float32 parameters, to push real megabytes through the protocol;
-`straggler` is digits where one partition sleeps in chosen rounds, to test deadlines and drops.
+`straggler` is digits where one partition sleeps in chosen rounds, to test deadlines and drops;
+`broken_partition` is digits where one partition's client crashes at start.
 """
 
 from __future__ import annotations
@@ -105,3 +106,20 @@ class KnownUpdateTask(BigTask):
 
 def known_update(config: dict[str, Any]) -> KnownUpdateTask:
     return KnownUpdateTask(float(config.get("seconds", 0.0)))
+
+
+class BrokenPartitionTask(DigitsTask):
+    """Digits whose partition `brokenPartition` cannot load its data: that client crashes at start."""
+
+    def __init__(self, broken_partition: int) -> None:
+        super().__init__(DigitsConfig())
+        self.broken_partition = broken_partition
+
+    def load_partition(self, partition: int, num_partitions: int, partitioner: PartitionerSpec) -> TensorDataset:
+        if partition == self.broken_partition:
+            raise RuntimeError(f"partition {partition}'s disk is unreadable")
+        return super().load_partition(partition, num_partitions, partitioner)
+
+
+def broken_partition(config: dict[str, Any]) -> BrokenPartitionTask:
+    return BrokenPartitionTask(int(config["brokenPartition"]))

@@ -39,12 +39,20 @@ def start_victim(job: Job, partition: int, step: str, number: int | None = None)
 
 
 def run_with_victims(tmp_path, doc: dict, victims: dict[int, str], number: int | None = None) -> Job:
+    """The victims first, joined before anyone else starts: clients forked from the launcher's warm
+    interpreter are up in a moment, and could finish the job before a victim's fresh interpreter joins."""
     job = Job(doc, tmp_path / doc["metadata"]["name"])
     job.ports = job.run.start_aggregator(job.manifest)
+    for p, step in victims.items():
+        start_victim(job, p, step, number)
+    deadline = time.monotonic() + 300
+    for p in victims:
+        log = job.run.run_dir / "logs" / f"client-{p}.log"
+        while "joined job" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, f"victim {p} never joined:\n{log_tail(log)}"
+            time.sleep(0.05)
     for p in range(job.job.spec.data.partitions):
-        if p in victims:
-            start_victim(job, p, victims[p], number)
-        else:
+        if p not in victims:
             job.run.start_client(job.manifest, p, job.ports["port"])
     return job
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -9,12 +11,14 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from fedkube.secure import min_bits
+from fedkube.secure.masks import add_masks, add_prg
 from fedkube.secure.ring import Ring
-from fedkube.secure.secagg import ClientSession, ProtocolError, RoundSetup, add_prg, neighbourhoods, unmask
+from fedkube.secure.secagg import ClientSession, ProtocolError, RoundSetup, neighbourhoods, unmask
 
 
-def setup_for(n: int, t: int, neighbours: int | None = None, bits: int = 32, clip: float = 1.0) -> RoundSetup:
-    return RoundSetup("job", 3, "nonce", tuple(range(n)), neighbours, 11, t, Ring(bits, clip, n))
+def setup_for(n: int, t: int, neighbours: int | None = None, bits: int = 32, clip: float = 1.0,
+              length: int = 0) -> RoundSetup:
+    return RoundSetup("job", 3, "nonce", tuple(range(n)), neighbours, 11, t, Ring(bits, clip, n), length)
 
 
 def run_protocol(setup: RoundSetup, updates: dict[int, np.ndarray], weights: dict[int, int],
@@ -48,7 +52,8 @@ def rounds(draw: st.DrawFn) -> dict:
     updates = {p: np.array(draw(st.lists(st.floats(-2, 2, width=32), min_size=dim, max_size=dim)), np.float32)
                for p in range(n)}
     weights = {p: draw(st.integers(1, 5000)) for p in range(n)}
-    return {"n": n, "t": t, "neighbours": neighbours, "updates": updates, "weights": weights}
+    bits = draw(st.sampled_from([min_bits(n), 32, 62]))
+    return {"n": n, "t": t, "neighbours": neighbours, "updates": updates, "weights": weights, "bits": bits}
 
 
 def plain_sum(setup: RoundSetup, updates: dict[int, np.ndarray], weights: dict[int, int], who: set[int]) -> np.ndarray:
@@ -59,7 +64,7 @@ def plain_sum(setup: RoundSetup, updates: dict[int, np.ndarray], weights: dict[i
 @settings(max_examples=60, deadline=None)
 @given(rounds(), st.data())
 def test_any_dropout_pattern_within_the_threshold_still_gives_the_plain_sum(case: dict, data: st.DataObject) -> None:
-    setup = setup_for(case["n"], case["t"], case["neighbours"])
+    setup = setup_for(case["n"], case["t"], case["neighbours"], case["bits"])
     graph = setup.graph()
     # Up to n - t clients vanish, after sending their masked vectors or after sharing their keys;
     # every secret to rebuild keeps t holders (neighbours and the owner) that reveal.
@@ -166,6 +171,21 @@ def test_graph_is_k_regular_and_symmetric() -> None:
     assert neighbourhoods(range(10), 4, 1) != neighbourhoods(range(10), 4, 2)  # seeded, fresh per attempt
 
 
+@pytest.mark.parametrize("n, k", [(10, 4), (10, 3), (9, 3), (12, 6), (16, 8)])
+def test_graph_survivors_stay_connected_while_fewer_than_k_drop(n: int, k: int) -> None:
+    """k-connected: masks still link every survivor, so only their total can be unmasked (the README's promise)."""
+    graph = neighbourhoods(range(n), k, seed=7)
+    for gone in itertools.combinations(range(n), k - 1):
+        alive = set(range(n)) - set(gone)
+        reached, frontier = set(), [min(alive)]
+        while frontier:
+            p = frontier.pop()
+            if p not in reached:
+                reached.add(p)
+                frontier += [q for q in graph[p] if q in alive]
+        assert reached == alive, gone
+
+
 def test_ring_never_wraps_for_the_jobs_client_count() -> None:
     ring = Ring(32, 1.0, 16)
     worst = np.full(3, 1.0, np.float32)
@@ -188,3 +208,44 @@ def test_prg_masks_cancel_and_differ_by_seed() -> None:
     add_prg(a, b"a" * 32)
     add_prg(b, b"b" * 32)
     assert not np.array_equal(a, b)
+
+
+def test_many_masks_in_one_pass_equal_one_mask_at_a_time() -> None:
+    seeds = [(bytes([i]) * 32, 1 if i % 3 else -1) for i in range(7)]
+    for dtype in (np.uint32, np.uint64):
+        start = np.arange(3 * 65536 + 17, dtype=dtype)  # several blocks and a ragged end
+        one_by_one = start.copy()
+        for seed, sign in seeds:
+            add_prg(one_by_one, seed, sign)
+        assert np.array_equal(add_masks(start.copy(), seeds), one_by_one)
+        assert np.array_equal(add_masks(add_masks(start.copy(), seeds), [(s, -g) for s, g in seeds]), start)
+
+
+@pytest.mark.parametrize("bits", [28, 32, 48, 62, 64])
+def test_a_precomputed_mask_plus_the_encoded_update_is_the_masked_update(bits: int) -> None:
+    """The client's shortcut (mask first, add the code later) sends exactly the protocol's vector."""
+    rng = np.random.default_rng(bits)
+    update = rng.normal(0, 0.5, 70_000).astype(np.float32)
+    setup = setup_for(4, 3, bits=bits, length=update.size + 1)
+    sessions = {p: ClientSession(setup, p) for p in range(4)}
+    keys = {p: s.advert() for p, s in sessions.items()}
+    outbox = {p: s.share(keys) for p, s in sessions.items()}
+    for p, s in sessions.items():
+        s.receive({q: outbox[q][p] for q in range(4) if q != p})
+    precomputed = setup.ring.encode(update, 9, into=sessions[1].mask_vector())
+    assert np.array_equal(precomputed, sessions[1].mask(setup.ring.encode(update, 9)))
+    assert precomputed.max() < 2 ** bits
+    with pytest.raises(ValueError, match="70001"):
+        setup.ring.encode(update[1:], 9, into=sessions[1].mask_vector())
+
+
+@pytest.mark.parametrize("bits", [28, 32, 48, 62, 64])
+def test_ring_codes_negative_and_positive_sums_at_every_width(bits: int) -> None:
+    ring = Ring(bits, 2.0, 8)
+    updates = [np.array([-2.5, -1.0, -ring.step / 3, 0.0, 0.7, 2.0], np.float32) * s for s in (1, -0.5, 0.25)]
+    total = np.zeros(7, ring.dtype)
+    for update in updates:
+        total += ring.encode(update, 3)
+    values, weight = ring.decode(ring.reduce(total))
+    expected = sum(3 * np.clip(u.astype(np.float64), -2, 2) for u in updates)
+    assert weight == 9 and np.abs(values - expected).max() <= ring.sum_error_bound(weight)

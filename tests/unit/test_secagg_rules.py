@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from fedkube.plan import make_plan
+from fedkube.secure import default_neighbours, neighbourhood
 from fedkube.spec import SpecError, parse_manifest
 from fedkube.spec.rules import secagg_threshold
 
@@ -28,7 +29,9 @@ def doc(secure: dict[str, Any], **spec: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("name, manifest, field, message", [
     ("threshold above minAvailable", doc({"mode": "secagg+", "threshold": 7}),
      "spec.secureAggregation.threshold", "exceeds spec.clients.minAvailable (6)"),
-    ("threshold below a majority of the share holders", doc({"mode": "secagg+", "threshold": 4}),
+    ("threshold below a majority of the share holders", doc({"mode": "secagg+", "threshold": 3}),
+     "spec.secureAggregation.threshold", "below the safe minimum 4"),
+    ("threshold below a majority on the complete graph", doc({"mode": "secagg+", "threshold": 4, "neighbours": 7}),
      "spec.secureAggregation.threshold", "below the safe minimum 5"),
     ("threshold above the neighbourhood", doc({"mode": "secagg+", "threshold": 5, "neighbours": 4}),
      "spec.secureAggregation.threshold", "exceeds the 4 neighbours each client has"),
@@ -58,7 +61,9 @@ def test_refused_with_the_field(name: str, manifest: dict, field: str, message: 
 
 
 @pytest.mark.parametrize("secure, threshold", [
-    ({"mode": "secagg+"}, 5),                                   # complete graph of 8: 7 neighbours + itself
+    ({"mode": "secagg+"}, 4),                                   # SecAgg+'s default of 8: 2 log2(8) = 6 neighbours
+    ({"mode": "secagg+", "neighbours": 7}, 5),                  # complete graph of 8: 7 neighbours + itself
+    ({"mode": "secagg+", "neighbours": 50}, 5),                 # more than there are: the complete graph
     ({"mode": "secagg+", "neighbours": 4}, 3),                  # SecAgg+: 4 neighbours
     ({"mode": "secagg+", "threshold": 6, "bits": 40, "clipRange": 0.5}, 6),
 ])
@@ -68,6 +73,13 @@ def test_accepted_and_defaulted(secure: dict, threshold: int) -> None:
     plan = make_plan(job)
     assert plan.aggregator.secure_aggregation.mode == "secagg+"
     assert all(c.secure_aggregation.mode == "secagg+" for c in plan.clients)
+
+
+@pytest.mark.parametrize("clients, neighbours", [(2, 1), (4, 3), (7, 6), (8, 6), (16, 8), (17, 10), (1000, 20)])
+def test_the_default_neighbourhood_is_logarithmic_once_that_is_sparser_than_complete(clients: int,
+                                                                                      neighbours: int) -> None:
+    assert default_neighbours(clients) == neighbours
+    assert neighbourhood(None, clients) == neighbours and neighbourhood(3 * clients, clients) == clients - 1
 
 
 def test_linear_strategies_compose_with_secagg() -> None:

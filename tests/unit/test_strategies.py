@@ -156,3 +156,21 @@ def test_exact_sum_reaches_every_sum_a_strategy_makes(name):
     specs = [TensorSpec("w", "float32", (3,))]
     for exact in (False, True):
         assert build_strategy(StrategySpec(name=name, exact_sum=exact), 4).new_round(specs).exact is exact
+
+
+def test_fedavg_steps_into_the_rounds_mean_and_leaves_the_old_weights_alone():
+    weights = {"w": vec(1.0, 2.0), "h": np.array([1.0], np.float16)}
+    before = {n: a.copy() for n, a in weights.items()}
+    strategy = build_strategy(StrategySpec(name="fedavg", server_lr=0.5), 2)
+    acc = strategy.new_round(specs_of(weights))
+    fold = acc.begin(1.0)
+    fold.add_dense(0, 0, vec(2.0, 4.0))
+    fold.add_dense(1, 0, np.array([2.0], np.float16))
+    fold.commit()
+    sums = acc.sums
+    out = strategy.apply(weights, acc)
+    np.testing.assert_array_equal(out["w"], vec(2.0, 4.0))
+    assert out["w"] is sums[0]  # the next model took the mean's buffer: no new allocation
+    assert out["h"].dtype == np.float16 and out["h"].tolist() == [2.0]  # the float32 mean could not hold it
+    for name in weights:
+        np.testing.assert_array_equal(weights[name], before[name])

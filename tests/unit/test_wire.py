@@ -12,7 +12,7 @@ from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.plan import make_plan
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol.tensors import data_envelopes, specs_of
-from fedkube.protocol.wire import aggregator_handlers, data_message, data_payload
+from fedkube.protocol.wire import aggregator_handlers, data_chunks, data_message, data_messages, data_payload
 from fedkube.spec import parse_manifest
 from fedkube.strategies import build_strategy
 
@@ -77,3 +77,12 @@ async def test_updates_fold_from_raw_messages_and_malformed_ones_are_rejected():
     assert replies[0].accepted and not replies[1].accepted and replies[1].reason.startswith("malformed")
     assert outcome.rejected == {1: "malformed"}
     np.testing.assert_allclose(outcome.accumulator.mean()["w"], [3.0, 6.0, 9.0])
+
+
+def test_clients_raw_messages_match_protobufs_and_only_data_may_follow():
+    tensors = [np.arange(300_000, dtype=np.float32), np.ones((2, 3), np.float64)]
+    raw = list(data_messages(tensors))
+    assert raw == [e.SerializeToString() for e in data_envelopes(tensors)]
+    assert b"".join(bytes(c) for c in data_chunks(raw)) == b"".join(t.tobytes() for t in tensors)
+    with pytest.raises(ValueError, match="only data chunks"):
+        list(data_chunks([raw[0], pb.Envelope(done=pb.JobDone()).SerializeToString()]))

@@ -2,8 +2,10 @@
 
 The launcher starts the same `fedkube aggregator` and `fedkube client` commands the operator
 puts in pods, on 127.0.0.1, and follows the aggregator's status document (the one the operator
-polls) to show progress. Each process logs to its own file under the run directory, and reads
-its own ephemeral mTLS material (a fresh job CA per run, files 0600) from `<run dir>/tls/<identity>`.
+polls) to show progress. The processes fork from one warm interpreter (fedkube.zygote), so torch
+is imported once per job, not once per process; FEDKUBE_ZYGOTE=0 starts a fresh interpreter for
+each instead. Each process logs to its own file under the run directory, and reads its own
+ephemeral mTLS material (a fresh job CA per run, files 0600) from `<run dir>/tls/<identity>`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from fedkube.secure.tls import client_identity, make_transport_material
 from fedkube.spec import FederatedJob, SpecError
 from fedkube.spec.sources import client_manifest, local_errors
 from fedkube.status_document import STATUS_PATH, AggregatorReport, RoundRecord
+from fedkube.zygote import Forked, Zygote
 
 POLL_SECONDS = 0.25
 READY_TIMEOUT = 120.0
@@ -52,7 +55,7 @@ def log_tail(path: Path, lines: int = 15) -> str:
 @dataclass
 class Child:
     name: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | Forked
     log: Path
     reported: bool = False
 
@@ -67,17 +70,41 @@ class LocalRun:
     log_format: str = "text"
     children: list[Child] = field(default_factory=list)
     ckks_secret: Path | None = None  # the job's secret CKKS context, for clients only (secureAggregation.mode ckks)
+    zygote: Zygote | None = None
+    fresh_interpreters: bool = field(
+        default_factory=lambda: os.environ.get("FEDKUBE_ZYGOTE", "1") == "0" or not hasattr(os, "fork"))
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log = self.run_dir / "logs" / f"{name}.log"
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
-        with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "fedkube.cli", *args, "--log-format", self.log_format],
-                                       stdout=out,
-                                       stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        args = [*args, "--log-format", self.log_format]
+        zygote = self._zygote()
+        if zygote is not None:
+            process: subprocess.Popen[bytes] | Forked = zygote.spawn(args, log, name)
+        else:
+            with log.open("wb") as out:
+                process = subprocess.Popen([sys.executable, "-m", "fedkube.cli", *args], stdout=out,
+                                           stderr=subprocess.STDOUT, env=self._env(), start_new_session=True)
         child = Child(name, process, log)
         self.children.append(child)
         return child
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+
+    def _zygote(self) -> Zygote | None:
+        """The warm interpreter children fork from, started on first use; None for fresh interpreters."""
+        if self.zygote is None and not self.fresh_interpreters:
+            task_module = self.job.spec.task.entrypoint.partition(":")[0]
+            # torch._dynamo (sympy and some 800 modules) is what a process's first torch optimizer imports.
+            zygote = Zygote(["fedkube.cli", "fedkube.aggregator.main", "fedkube.client.main", "torch._dynamo",
+                             task_module], self._env(), self.run_dir / "logs" / "zygote.log")
+            if reason := zygote.ready(READY_TIMEOUT):
+                self.console.print(f"[yellow]starting each process in a fresh interpreter: {reason}[/yellow]")
+                zygote.close()
+                self.fresh_interpreters = True
+            else:
+                self.zygote = zygote
+        return self.zygote
 
     def prepare(self, resume: bool) -> Path:
         """Fresh run directory (keeping its checkpoints when resuming); returns the manifest path."""
@@ -204,6 +231,9 @@ class LocalRun:
             except subprocess.TimeoutExpired:
                 os.killpg(child.process.pid, signal.SIGKILL)
                 child.process.wait()
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
 
 
 def _progress_fields(report: AggregatorReport) -> dict[str, Any]:

@@ -19,6 +19,26 @@ def get_weights(model: torch.nn.Module) -> Weights:
             for name, t in model.state_dict().items() if t.is_floating_point()}
 
 
+def view_weights(model: torch.nn.Module) -> Weights:
+    """The model's floating-point state as numpy views of its tensors: no copy on the CPU.
+
+    For reading a model once it is done changing (a client's delta, the aggregator's initial
+    weights), where get_weights' copy of a large model would cost its size in time and memory.
+    """
+    return {name: t.detach().cpu().numpy() for name, t in model.state_dict().items() if t.is_floating_point()}
+
+
+def share_weights(model: torch.nn.Module, weights: Weights) -> None:
+    """Make the model's floating-point state views of `weights` (no copy), e.g. to evaluate them.
+
+    The model must not change them in place (evaluation in eval mode does not). Read-only
+    arrays (from a checkpoint) are copied, since torch cannot wrap them.
+    """
+    state = {name: torch.from_numpy(a if a.flags.writeable and a.flags.c_contiguous else a.copy())
+             for name, a in weights.items()}
+    model.load_state_dict(state, strict=False, assign=True)
+
+
 def set_weights(model: torch.nn.Module, weights: Weights) -> None:
     """Load `weights` into the model in place (same names, shapes and dtypes as get_weights)."""
     state = model.state_dict()
@@ -29,3 +49,17 @@ def set_weights(model: torch.nn.Module, weights: Weights) -> None:
 
 def subtract(a: Weights, b: Weights) -> Weights:
     return {name: a[name] - b[name] for name in a}
+
+
+def subtract_into(a: Weights, b: Weights) -> Weights:
+    """`a - b`, written over `b`'s arrays where they are writable and of the result's dtype.
+
+    A client no longer needs the global weights once it has its delta, so the delta takes their
+    place instead of a fresh model-sized allocation (and its page faults).
+    """
+    out = {}
+    for name, x in a.items():
+        y = b[name]
+        fits = y.flags.writeable and y.dtype == np.result_type(x, y) and y.shape == x.shape
+        out[name] = np.subtract(x, y, out=y) if fits else x - y
+    return out

@@ -2,9 +2,10 @@
 
 The aggregator never holds one array per client: each chunk is checked and folded into the
 sum at once, so memory is the sum itself plus the chunks of updates still in flight. An
-update found bad part-way (a NaN in a late chunk) is taken back out: its chunks are kept, as
-the bytes objects the transport already allocated, until it is committed. How the sum itself is
-kept (the model's dtype, or exact whatever the arrival order) is a RunningSum the plan chooses.
+update that breaks off part-way is taken back out: its chunks are kept until it is committed,
+the first ones as the bytes the transport already allocated, the rest in a spill file (see
+journal.py). How the sum itself is kept (the model's dtype, or exact whatever the arrival
+order) is a RunningSum the plan chooses.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from fedkube.aggregator.exact_sum import CompensatedSum
 from fedkube.aggregator.float_sum import FloatSum
+from fedkube.aggregator.journal import FoldJournal
 from fedkube.aggregator.running_sum import RunningSum
 from fedkube.protocol.tensors import TensorSpec
 
@@ -85,7 +87,7 @@ class UpdateFold:
     def __init__(self, target: WeightedSum, weight: float) -> None:
         self.target = target
         self.weight = float(weight)
-        self._folded: list[tuple[int, slice | np.ndarray, np.ndarray]] = []
+        self._folded = FoldJournal()
 
     def check_specs(self, specs: list[TensorSpec]) -> None:
         check_specs(specs, self.target.specs)
@@ -100,7 +102,7 @@ class UpdateFold:
             name = self.target.specs[index].name
             reject_non_finite(name, values)
             raise UpdateRejected("overflow", f"tensor {name!r} overflows when weighted")
-        self._folded.append((index, where, values))
+        self._folded.record(index, where, values)
 
     def add_dense(self, index: int, start: int, values: np.ndarray) -> None:
         """Fold decoded values of tensor `index` into elements `start`, `start + 1`, ..."""
@@ -117,7 +119,7 @@ class UpdateFold:
 
     def take_back(self, scale: float) -> None:
         """Subtract `scale` times every chunk folded so far (its weight: all of it) from the sum."""
-        for index, where, values in reversed(self._folded):
+        for index, where, values in self._folded.replay():
             self.target.store.fold(index, where, values, -scale)
 
     def abort(self) -> None:

@@ -50,7 +50,7 @@ from fedkube.secure.tls import Identity
 from fedkube.stores import StoreError, open_store
 from fedkube.strategies import Strategy, Weights, build_strategy
 from fedkube.tasks import Task, load_task
-from fedkube.weights import get_weights, set_weights
+from fedkube.weights import share_weights, view_weights
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +75,22 @@ class ServeOptions:
 
 
 class Evaluator:
-    """Central evaluation on the task's held-out set, when it has one."""
+    """Central evaluation on the task's held-out set, when it has one.
+
+    The model views the weights it evaluates instead of holding a copy, and is dropped when
+    there is no test set: either would cost the aggregator one more model's size of memory.
+    """
 
     def __init__(self, task: Task, model: torch.nn.Module) -> None:
-        self.task, self.model = task, model
+        self.task = task
         self.data = task.load_test()
+        self.model = model if self.data is not None else None
         self.device = torch.device("cpu")
 
     def __call__(self, weights: Weights) -> dict[str, float]:
-        if self.data is None or is_encrypted(weights):  # a CKKS job's clients evaluate instead
+        if self.model is None or is_encrypted(weights):  # a CKKS job's clients evaluate instead
             return {}
-        set_weights(self.model, weights)
+        share_weights(self.model, weights)
         return self.task.evaluate(self.model, self.data, self.device)
 
 
@@ -148,7 +153,7 @@ class Aggregator:
         self.task = load_task(plan.task)
         torch.manual_seed(plan.seed)
         model = self.task.build_model()
-        self.weights: Weights = get_weights(model)
+        self.weights: Weights = view_weights(model)  # the model's own memory, not a copy
         self.evaluate = Evaluator(self.task, model)
         self.privacy = aggregator_privacy(plan.privacy)
         self.strategy: Strategy = self.privacy.wrap(build_strategy(plan.strategy, plan.num_partitions))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import logging
 import secrets
@@ -36,7 +37,7 @@ from fedkube.aggregator.coordinator import Coordinator, RoundOutcome, RoundState
 from fedkube.plan import AggregatorPlan
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol.tensors import TensorSpec, specs_of
-from fedkube.secure import DEFAULT_CLIP_RANGE, default_bits, safe_min_threshold
+from fedkube.secure import DEFAULT_CLIP_RANGE, default_bits, neighbourhood, safe_min_threshold
 from fedkube.secure.ring import Ring
 from fedkube.secure.secagg import MASKED_TENSOR, ProtocolError, RoundSetup, unmask
 from fedkube.stores import Store
@@ -105,6 +106,14 @@ class Attempt:
 
     def __post_init__(self) -> None:
         self.graph = self.setup.graph()
+        self.marks: list[tuple[str, float]] = [("", time.monotonic())]
+
+    def mark(self, step: str) -> None:
+        """`step` ended now (for the round's log line: where a slow round spent its time)."""
+        self.marks.append((step, time.monotonic()))
+
+    def timeline(self) -> str:
+        return " ".join(f"{step}={b - a:.3f}" for (_, a), (step, b) in itertools.pairwise(self.marks))
 
     async def move_to(self, step: str, failure: str | None = None) -> None:
         self.step, self.failure = step, failure
@@ -201,12 +210,13 @@ def round_ring(plan: AggregatorPlan) -> Ring:
                 plan.num_partitions)
 
 
+def round_neighbours(plan: AggregatorPlan) -> int:
+    return neighbourhood(plan.secure_aggregation.neighbours, plan.clients_per_round)
+
+
 def round_threshold(plan: AggregatorPlan) -> int:
-    secure = plan.secure_aggregation
-    if secure.threshold is not None:
-        return secure.threshold
-    everyone_else = plan.clients_per_round - 1
-    return safe_min_threshold(everyone_else if secure.neighbours is None else min(secure.neighbours, everyone_else))
+    threshold = plan.secure_aggregation.threshold
+    return threshold if threshold is not None else safe_min_threshold(round_neighbours(plan))
 
 
 class SecAggRounds:
@@ -215,7 +225,7 @@ class SecAggRounds:
     def __init__(self, plan: AggregatorPlan, coordinator: Coordinator, store: Store | None = None) -> None:
         self.plan, self.coordinator, self.store = plan, coordinator, store
         self.ring = round_ring(plan)
-        self.threshold = round_threshold(plan)
+        self.neighbours, self.threshold = round_neighbours(plan), round_threshold(plan)
         self.attempt: Attempt | None = None
         self.abandoned_attempts = 0
         self.first_round = True  # only the round an aggregator starts with can be one an earlier one left
@@ -271,7 +281,8 @@ class SecAggRounds:
         plain = plain_sum(strategy, specs)
         masked = MaskedSum(self.ring, masked_length(plain))
         setup = RoundSetup(self.plan.job, number, secrets.token_hex(8), tuple(selected),
-                           self.plan.secure_aggregation.neighbours, secrets.randbits(31), self.threshold, self.ring)
+                           self.neighbours, secrets.randbits(31), self.threshold, self.ring,
+                           masked.total.size)
         sent = strategy.broadcast(weights)
         state = RoundState(number, selected, sent, specs_of(sent), masked, {p: secrets.token_hex(8) for p in selected},
                            {p: {**config_for(p), "secagg": setup.to_json()} for p in selected})
@@ -298,8 +309,10 @@ class SecAggRounds:
             await attempt.move_to("done", "too few clients")
             return outcome(set(selected), f"{len(selected)} clients sampled; threshold {self.threshold} needs more")
         await attempt.until(lambda: set(attempt.adverts) >= set(selected), timeout)
+        attempt.mark("advertise")
         await attempt.move_to("share")
         await attempt.until(lambda: set(attempt.outbox) >= set(attempt.adverts), timeout)
+        attempt.mark("share")
         shared = frozenset(attempt.outbox)
         await attempt.move_to("mask")
         state.selected = sorted(shared)  # only those who shared may send a masked vector
@@ -312,6 +325,9 @@ class SecAggRounds:
         except TimeoutError:
             pass
         state.closed = True
+        for fold in state.inflight.values():  # a straggler's partial vector must not stay in the sum
+            fold.abort()
+        attempt.mark("mask")
         survivors = frozenset(state.reported)
         log.info("round %d: %d of %d clients advertised keys, %d shared them, %d sent masked vectors", number,
                  len(attempt.adverts), len(selected), len(shared), len(survivors))
@@ -319,15 +335,23 @@ class SecAggRounds:
             await attempt.move_to("done", "too few survivors")
             return outcome(set(survivors), f"{len(survivors)} masked vectors arrived; threshold {self.threshold}, "
                                            f"spec.clients.minAvailable {self.plan.min_available}")
-        record = self._persist(attempt, shared, survivors, masked)
+        # Written while the survivors reveal (an fsync costs as much as a round trip): the record is
+        # public, and a crash before it is on disk only means the round starts afresh.
+        record = asyncio.ensure_future(asyncio.to_thread(self._persist, attempt, shared, survivors, masked))
         attempt.survivors, attempt.dropped = survivors, shared - survivors
         await attempt.move_to("unmask")
         return outcome(set(survivors), await self._unmask(attempt, masked, plain, shared, record))
 
     async def _unmask(self, attempt: Attempt, masked: MaskedSum, plain: WeightedSum, shared: frozenset[int],
-                      record: list[str]) -> str | None:
-        """Wait for the survivors' shares, remove the masks and decode the sum into `plain`; why not, if not."""
+                      record: asyncio.Future[list[str]] | list[str]) -> str | None:
+        """Wait for the survivors' shares, remove the masks and decode the sum into `plain`; why not, if not.
+
+        `record`: the keys of the attempt's masked record, or their write still under way (it reads
+        the masked sum, so it ends before the masks come off).
+        """
         await attempt.until(attempt.can_unmask, self.plan.round_timeout_seconds)
+        record = record if isinstance(record, list) else await record
+        attempt.mark("reveal")
         setup, survivors = attempt.setup, attempt.survivors
         try:  # in a thread: removing the masks is model-sized work the event loop should not wait on
             await asyncio.to_thread(unmask, masked.total, setup, {p: k[1] for p, k in attempt.adverts.items()},
@@ -337,6 +361,7 @@ class SecAggRounds:
             return str(exc)
         finally:  # unmasked, or never to be: a fresh attempt has other keys
             self._forget(record)
+        attempt.mark("unmask")
         await attempt.move_to("done")
         values, weight = self.ring.decode(masked.total)
         start = 0
@@ -345,8 +370,10 @@ class SecAggRounds:
             target.reshape(-1)[:] = values[start:start + size]
             start += size
         plain.total_weight, plain.count = float(weight), len(survivors)
-        log.info("round %d: SecAgg+ unmasked the sum of %d updates (%d dropped after sharing, %d revealers)",
-                 setup.round, len(survivors), len(shared - survivors), len(attempt.revealed))
+        attempt.mark("decode")
+        log.info("round %d: SecAgg+ unmasked the sum of %d updates (%d dropped after sharing, %d revealers); "
+                 "seconds per step: %s", setup.round, len(survivors), len(shared - survivors), len(attempt.revealed),
+                 attempt.timeline())
         return None
 
     async def _resume(self, number: int, weights: Weights, specs: list[TensorSpec], strategy: Strategy,
@@ -360,7 +387,8 @@ class SecAggRounds:
         shared, survivors = frozenset(doc["shared"]), frozenset(doc["survivors"])
         tickets = {int(p): t for p, t in doc["tickets"].items()}
         plain = plain_sum(strategy, specs)
-        if setup.ring != self.ring or total.dtype != self.ring.dtype or total.size != masked_length(plain):
+        fits = total.size == setup.length == masked_length(plain)
+        if setup.ring != self.ring or total.dtype != self.ring.dtype or not fits:
             log.warning("round %d: the masked record %s does not fit this job's model and ring; starting the "
                         "round afresh", number, keys[0])
             self._forget(keys)

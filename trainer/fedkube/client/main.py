@@ -23,21 +23,22 @@ import torch
 from fedkube.client.corrections import LocalCorrections
 from fedkube.client.rewind import RoundRewind
 from fedkube.client.secagg import SecAggParticipant
-from fedkube.client.session import SessionEnded, TaskStream
+from fedkube.client.session import Message, SessionEnded, TaskStream
 from fedkube.compression import Codec, build_codec
 from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
 from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
-from fedkube.protocol.tensors import data_envelopes, inline_payload, specs_of
+from fedkube.protocol.tensors import inline_payload, specs_of
+from fedkube.protocol.wire import data_messages
 from fedkube.secure.secagg import ProtocolError
 from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
 from fedkube.tasks.files import open_source
-from fedkube.weights import Weights, get_weights, set_weights, subtract
+from fedkube.weights import Weights, set_weights, subtract_into, view_weights
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,13 @@ class Client:
 
     def _next_task(self) -> tuple[pb.RoundInfo, Weights] | pb.JobDone:
         if self.stream is None:
-            self.stream = TaskStream(self.stub, self.plan.partition, self.session)
+            self.stream = TaskStream(self.channel, self.plan.partition, self.session)
         try:
-            return self.stream.next_task()
+            info = self.stream.next_task()
+            if isinstance(info, pb.JobDone):
+                return info
+            self._join_secure_aggregation(info)  # SecAgg+'s key exchange runs while the weights stream in
+            return info, self.stream.weights(info)
         except (grpc.RpcError, SessionEnded):
             self._drop_stream()
             raise
@@ -160,7 +165,7 @@ class Client:
         return {f"global_{k}": v for k, v in self.task.evaluate(self.model, self.test_data, self.device).items()}
 
     def train_round(self, info: pb.RoundInfo, received: Weights,
-                    secagg: SecAggParticipant | None = None) -> Iterable[pb.Envelope]:
+                    secagg: SecAggParticipant | None = None) -> Iterable[Message]:
         """Train now; the update's messages (data chunks, if any, are cut as gRPC sends them)."""
         global_weights, server_variates = split_variates(self.ckks.global_weights(received) if self.ckks else received)
         self.variates, self.codec = self.rewind.start(info.round, (self.variates, self.codec))
@@ -175,8 +180,8 @@ class Client:
         seed_torch(seed, self.device)  # dropout and other global-RNG draws repeat when a round is retrained
         with LocalCorrections(self.model, self.mu, drift) as corrections:
             result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
-        local = get_weights(self.model)
-        update = subtract(local, global_weights)
+        local = view_weights(self.model)  # the model stays as trained until the next round
+        update = subtract_into(local, global_weights)  # the global weights are not needed any more
         if server_variates:
             # c_i+ is the round's mean raw gradient; tensors without a gradient keep theirs (zero).
             self.variates = {**own, **corrections.mean_gradients()}
@@ -194,7 +199,7 @@ class Client:
         header = pb.Envelope(update=pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket, num_examples=num_examples,
             metrics=metrics, tensors=[s.header() for s in specs_of(wire)], inline=inline or b""))
-        return [header] if inline is not None else itertools.chain([header], data_envelopes(wire.values()))
+        return [header] if inline is not None else itertools.chain([header], data_messages(wire.values()))
 
     def run(self) -> int:
         set_context(job=self.plan.job, partition=self.plan.partition)
@@ -208,10 +213,10 @@ class Client:
             set_context(round=info.round)
             answered = False  # the session expects an update, or a pass, for every round it serves
             try:
-                if self.secagg is not None and self.secagg.serves_again(info):
-                    self.secagg.unmask()
+                secagg = self.secagg if self.secagg is not None and self.secagg.serves_again(info) else None
+                if secagg is not None and secagg.masked:  # a restarted aggregator finishing this attempt
+                    secagg.unmask()
                     continue
-                secagg = self._secure_aggregation(info)
                 update = self.train_round(info, weights, secagg)
                 answered = True
                 reply = self._submit(info, update)
@@ -225,7 +230,7 @@ class Client:
                 if not answered and self.stream is not None:
                     self.stream.pass_round()
 
-    def _submit(self, info: pb.RoundInfo, update: Iterable[pb.Envelope]) -> pb.SubmitReply | None:
+    def _submit(self, info: pb.RoundInfo, update: Iterable[Message]) -> pb.SubmitReply | None:
         """The aggregator's verdict; None if the session broke first (the next round reopens it)."""
         assert self.stream is not None  # the round came from it
         try:
@@ -241,14 +246,12 @@ class Client:
             log.warning("round %d: update rejected: %s", info.round, reply.reason)
         return reply
 
-    def _secure_aggregation(self, info: pb.RoundInfo) -> SecAggParticipant | None:
-        """With SecAgg+, agree keys and exchange shares before training; None for plain rounds."""
+    def _join_secure_aggregation(self, info: pb.RoundInfo) -> None:
+        """With SecAgg+, start agreeing keys and exchanging shares for a new attempt (not one served again)."""
         config = json.loads(info.config_json or "{}")
-        if "secagg" not in config:
-            return None
-        secagg = self.secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
-        secagg.exchange_keys()
-        return secagg
+        if "secagg" in config and not (self.secagg is not None and self.secagg.serves_again(info)):
+            self.secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
+            self.secagg.start()
 
 
 def run_client(plan: ClientPlan, options: ConnectOptions) -> int:

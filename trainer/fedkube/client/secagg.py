@@ -1,19 +1,24 @@
 """A client's part in one SecAgg+ attempt, over the aggregator's SecAgg call.
 
-Keys are agreed and shares exchanged before training, so the training time overlaps nothing
-the others wait for; the masked vector replaces the plain update in SubmitUpdate; after it, the
-client answers the unmasking query with exactly one share per neighbour. The client keeps its
-last attempt until the next round, so that an aggregator restarted mid-unmasking, serving that
-attempt again, gets the same shares once more.
+Keys are agreed, shares exchanged and the total mask expanded in a background thread while the
+client trains: none of it depends on the update, and the two exchanges are round trips that
+wait for every other participant, so training hides both their latency and the mask's cost.
+The masked vector (the update encoded onto that mask) replaces the plain update in
+SubmitUpdate; after it, the client answers the unmasking query with exactly one share per
+neighbour. The client keeps its last attempt until the next round, so that an aggregator
+restarted mid-unmasking, serving that attempt again, gets the same shares once more.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Mapping
+from concurrent.futures import Future
 from typing import Any
 
+import grpc
 import numpy as np
 
 from fedkube.protocol import fedkube_pb2 as pb
@@ -28,6 +33,21 @@ class SecAggParticipant:
                  config: Mapping[str, Any]) -> None:
         self.stub, self.info, self.partition = stub, info, partition
         self.session = ClientSession(RoundSetup.from_json(config), partition)
+        self.mask: Future[np.ndarray] = Future()
+        self.masked = False  # our masked vector was made: from now on we only ever reveal
+
+    def start(self) -> None:
+        """Steps 1 and 2 and the total mask, in the background (see the module)."""
+        threading.Thread(target=self._prepare, name=f"secagg-round-{self.info.round}", daemon=True).start()
+
+    def _prepare(self) -> None:
+        try:
+            self.exchange_keys()
+            self.mask.set_result(self.session.mask_vector())
+        except Exception as exc:  # masked_update raises it in turn, so no update is sent
+            log.warning("round %d: SecAgg+ attempt left before masking: %s", self.info.round,
+                        exc.details() if isinstance(exc, grpc.RpcError) else exc)
+            self.mask.set_exception(exc)
 
     def serves_again(self, info: pb.RoundInfo) -> bool:
         """Whether `info` is our attempt served again: a restarted aggregator finishing its unmasking."""
@@ -49,9 +69,11 @@ class SecAggParticipant:
         self.session.receive({s.partition: s.sealed for s in reply.shares.shares})
 
     def masked_update(self, update: Mapping[str, np.ndarray], num_examples: int) -> dict[str, np.ndarray]:
-        """Step 3: the update (in the aggregator's tensor order), weighted, quantised and masked."""
+        """Step 3: the update (in the aggregator's tensor order), weighted, quantised and added to the mask."""
         flat = np.concatenate([a.reshape(-1) for a in update.values()]) if update else np.zeros(0, np.float32)
-        return {MASKED_TENSOR: self.session.mask(self.session.setup.ring.encode(flat, num_examples))}
+        masked = self.session.setup.ring.encode(flat, num_examples, into=self.mask.result())
+        self.masked = True
+        return {MASKED_TENSOR: masked}
 
     def unmask(self) -> None:
         """Step 4: reveal one share per neighbour, as the survivor lists ask."""

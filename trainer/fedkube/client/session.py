@@ -10,10 +10,14 @@ from __future__ import annotations
 import queue
 from collections.abc import Iterable, Iterator
 
+import grpc
+
 from fedkube.protocol import fedkube_pb2 as pb
-from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import inline_chunks, receive_tensors, spec_from_header
+from fedkube.protocol.wire import data_chunks, parse_envelope, raw_session
 from fedkube.weights import Weights
+
+Message = pb.Envelope | bytes  # protobuf, or prebuilt wire bytes (data_messages)
 
 
 class SessionEnded(RuntimeError):
@@ -21,43 +25,48 @@ class SessionEnded(RuntimeError):
 
 
 class TaskStream:
-    def __init__(self, stub: pb_grpc.AggregatorStub, partition: int, session: str) -> None:
-        self._outbox: queue.SimpleQueue[Iterable[pb.Envelope] | None] = queue.SimpleQueue()
+    def __init__(self, channel: grpc.Channel, partition: int, session: str) -> None:
+        self._outbox: queue.SimpleQueue[Iterable[Message] | None] = queue.SimpleQueue()
         self._outbox.put([pb.Envelope(next=pb.TaskRequest(partition=partition, session=session))])
-        self._replies = stub.Session(self._requests())
+        self._replies = raw_session(channel)(self._requests())
 
-    def _requests(self) -> Iterator[pb.Envelope]:
+    def _requests(self) -> Iterator[Message]:
         """What gRPC sends, in order; runs in gRPC's thread for this call."""
         while (envelopes := self._outbox.get()) is not None:
             yield from envelopes
 
-    def _receive(self) -> pb.Envelope:
+    def _raw(self) -> bytes:
         try:
             return next(self._replies)
         except StopIteration:
             raise SessionEnded("the aggregator closed the session") from None
 
-    def next_task(self) -> tuple[pb.RoundInfo, Weights] | pb.JobDone:
-        """Block until the aggregator selects us for a round (its weights come with it) or the job ends."""
+    def _receive(self) -> pb.Envelope:
+        return parse_envelope(self._raw())
+
+    def next_task(self) -> pb.RoundInfo | pb.JobDone:
+        """Block until the aggregator selects us for a round or the job ends; the round's weights follow."""
         first = self._receive()
-        if first.HasField("done"):
-            return first.done
-        info = first.round
+        return first.done if first.HasField("done") else first.round
+
+    def weights(self, info: pb.RoundInfo) -> Weights:
+        """The round's global weights: inline, or the data messages that follow its header."""
         specs = [spec_from_header(h) for h in info.tensors]
         if info.inline:
-            return info, receive_tensors(specs, inline_chunks(specs, info.inline))
-        left = sum(s.nbytes for s in specs)
+            return receive_tensors(specs, inline_chunks(specs, info.inline))
+        return receive_tensors(specs, self._data(sum(s.nbytes for s in specs)))
 
-        def chunks() -> Iterator[bytes]:
-            nonlocal left
-            while left > 0:
-                data = self._receive().data  # anything but data is empty, which receive_tensors refuses
-                left -= len(data)
-                yield data
+    def _data(self, nbytes: int) -> Iterator[memoryview]:
+        """Exactly `nbytes` of data chunks off the stream; the next message is left for the session."""
+        if nbytes <= 0:
+            return
+        for chunk in data_chunks(iter(self._raw, None)):
+            yield chunk
+            nbytes -= len(chunk)
+            if nbytes <= 0:
+                return
 
-        return info, receive_tensors(specs, chunks())
-
-    def submit(self, update: Iterable[pb.Envelope]) -> pb.SubmitReply:
+    def submit(self, update: Iterable[Message]) -> pb.SubmitReply:
         """Send an update (UpdateInfo, then its data chunks unless inline) and wait for the verdict."""
         self._outbox.put(update)
         reply = self._receive()

@@ -17,7 +17,6 @@ from fedkube.privacy.adaptive import unclipped_indicator
 from fedkube.privacy.base import CONFIG_KEY, UNCLIPPED_METRIC
 from fedkube.privacy.clipping import clip_update
 from fedkube.privacy.noise import add_noise_share, count_share_std, noise_generator
-from fedkube.privacy.sample_level import client_report, train_dp_sgd
 from fedkube.privacy.settings import PrivacySettings
 from fedkube.tasks import Task
 from fedkube.tasks.base import TrainResult
@@ -80,10 +79,14 @@ class DpSgdTraining(LocalPrivacy):
 
     def train(self, task: Task, model: torch.nn.Module, data: Dataset[Any], train: TrainSettings,
               device: torch.device, seed: int, config: dict[str, Any]) -> TrainResult:
+        from fedkube.privacy.sample_level import train_dp_sgd  # dp-accounting only for jobs that use it
+
         result, rate, steps = train_dp_sgd(task, model, data, train, device, self.settings)
         self.last = (rate, steps)
         return result
 
     def release(self, update: Weights, config: dict[str, Any]) -> tuple[Weights, dict[str, float]]:
+        from fedkube.privacy.sample_level import client_report
+
         return update, client_report(self.settings, config, *self.last)
 

@@ -1,13 +1,15 @@
-"""Data chunks as raw bytes on the aggregator's side of the wire, without protobuf copies.
+"""Data chunks as raw bytes on both sides of the wire, without protobuf copies.
 
 A data envelope is a single length-delimited field: tag 0x1a, a varint length, the payload. So the
-aggregator can fold a received chunk straight from the buffer gRPC hands over (a zero-copy view)
-and send one as a single bytes object, instead of paying protobuf's parse, field and serialise
-copies, which cost more than folding the chunk itself. Every other message goes through protobuf.
+aggregator can fold a received chunk straight from the buffer gRPC hands over (a zero-copy view),
+a client can copy one straight into its model's array, and either sends one as a single bytes
+object, instead of paying protobuf's parse, field and serialise copies, which cost more than
+folding the chunk itself. Every other message goes through protobuf.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -15,6 +17,7 @@ from google.protobuf.message import DecodeError
 
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
+from fedkube.protocol.tensors import chunk_views
 
 SERVICE = "fedkube.v1.Aggregator"
 DATA_TAG = b"\x1a"  # Envelope.data: field 3, wire type 2 (length-delimited)
@@ -47,6 +50,12 @@ def data_message(payload: bytes | memoryview) -> bytes:
     return b"".join((DATA_TAG, encode_varint(len(payload)), payload))
 
 
+def data_messages(tensors: Iterable[Any]) -> Iterator[bytes]:
+    """Each tensor's bytes as serialised data Envelopes of at most one chunk each."""
+    for chunk in chunk_views(tensors):
+        yield data_message(chunk)
+
+
 def parse_envelope(raw: bytes) -> pb.Envelope:
     """A received Envelope; ValueError if the bytes are not one."""
     try:
@@ -63,6 +72,15 @@ def data_payload(raw: bytes) -> memoryview | None:
             return memoryview(raw)[start:]
     envelope = parse_envelope(raw)  # a data field followed by unknown fields, or another message
     return memoryview(envelope.data) if envelope.HasField("data") else None
+
+
+def data_chunks(messages: Iterable[bytes]) -> Iterator[memoryview]:
+    """The payloads of a stream of data envelopes, as views; ValueError at any other message."""
+    for raw in messages:
+        payload = data_payload(raw)
+        if payload is None:
+            raise ValueError("only data chunks may follow the tensor headers")
+        yield payload
 
 
 def _serialize(message: Any) -> bytes:
@@ -101,3 +119,9 @@ def add_aggregator_service(servicer: pb_grpc.AggregatorServicer, server: grpc.ai
     handlers = aggregator_handlers(servicer)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
+
+
+def raw_session(channel: grpc.Channel) -> grpc.StreamStreamMultiCallable:
+    """The client's Session: it sends protobuf messages or prebuilt wire bytes (data_messages) and
+    receives raw bytes: read headers with parse_envelope, data with data_chunks."""
+    return channel.stream_stream(f"/{SERVICE}/Session", request_serializer=_serialize, response_deserializer=None)

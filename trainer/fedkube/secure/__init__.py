@@ -40,3 +40,19 @@ def safe_min_threshold(neighbourhood: int) -> int:
     secrets, so no split view of who dropped can make the aggregator learn both.
     """
     return max(2, (neighbourhood + 1) // 2 + 1)
+
+
+def default_neighbours(clients: int) -> int:
+    """SecAgg+'s O(log n) neighbourhood (Bell et al. 2020): 2 ceil(log2 n), or everyone else when that is not fewer.
+
+    Masks follow a Harary graph, which is k-connected: while fewer than k of a round's clients drop
+    out before sending their masked vectors, the survivors stay connected through their pairwise
+    masks and the aggregator learns only their total, as with the complete graph, at O(log n)
+    instead of O(n) masks, shares and messages per client.
+    """
+    return max(1, min(clients - 1, 2 * math.ceil(math.log2(max(clients, 2)))))
+
+
+def neighbourhood(neighbours: int | None, clients: int) -> int:
+    """Each client's neighbours in a round of `clients`: `neighbours` (default_neighbours unset), at most n - 1."""
+    return min(default_neighbours(clients) if neighbours is None else neighbours, max(clients - 1, 1))

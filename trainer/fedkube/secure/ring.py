@@ -16,6 +16,8 @@ import numpy as np
 
 from fedkube.secure import MIN_FRACTION_BITS, WEIGHT_BITS, fraction_bits, min_bits
 
+_BLOCK = 1 << 16  # elements encoded at a time: the float64 scratch stays in cache
+
 
 @dataclass(frozen=True)
 class Ring:
@@ -39,6 +41,11 @@ class Ring:
         return np.dtype(np.uint32 if self.bits <= 32 else np.uint64)
 
     @property
+    def signed(self) -> np.dtype:
+        """The signed integer of the ring's width: a code as two's complement."""
+        return np.dtype(np.int32 if self.bits <= 32 else np.int64)
+
+    @property
     def step(self) -> float:
         """The value of one unit in the last place."""
         return self.clip_range / (1 << self.fraction_bits)
@@ -49,31 +56,45 @@ class Ring:
             vector &= self.dtype.type((1 << self.bits) - 1)
         return vector
 
-    def encode(self, update: np.ndarray, weight: int) -> np.ndarray:
+    def encode(self, update: np.ndarray, weight: int, into: np.ndarray | None = None) -> np.ndarray:
         """round(weight * clip(update) * 2^fraction_bits / clipRange), then the weight: len(update) + 1 elements.
 
-        Weighting before rounding keeps each client's error at half a unit whatever its weight.
-        Done in float64 (exact integers up to 2^53) in place, with one buffer per dtype, because
-        on a busy machine fresh model-sized arrays cost more than the arithmetic.
+        The code is added, in the ring, to `into` when given (a precomputed mask: encoding and
+        masking become one pass), else to zeros. Weighting before rounding keeps each client's
+        error at half a unit whatever its weight. The arithmetic is float64 (exact integers up to
+        2^53) in cache-sized blocks, so no model-sized temporary is ever made: on a busy machine
+        fresh model-sized arrays cost more than the arithmetic.
         """
         weight = min(int(weight), (1 << WEIGHT_BITS) - 1)
         if weight < 1:
             raise ValueError(f"the weight must be a positive example count, got {weight}")
+        flat = update.reshape(-1)
+        out = np.zeros(flat.size + 1, dtype=self.dtype) if into is None else into
+        if out.shape != (flat.size + 1,) or out.dtype != self.dtype:
+            raise ValueError(f"an encoded update of {flat.size} parameters is {flat.size + 1} {self.dtype} elements; "
+                             f"got {out.size} {out.dtype}")
         scale = weight * float(1 << self.fraction_bits) / self.clip_range
         limit = weight * float(1 << self.fraction_bits)
-        fixed = np.multiply(update.reshape(-1), scale, dtype=np.float64)
-        np.clip(fixed, -limit, limit, out=fixed)
-        np.rint(fixed, out=fixed)
-        out = np.empty(update.size + 1, dtype=self.dtype)
-        out[:-1] = fixed.astype(np.int64)  # negatives wrap into the ring as two's complement
-        out[-1] = weight
+        block = min(_BLOCK, max(flat.size, 1))
+        fixed = np.empty(block, dtype=np.float64)
+        signed = np.empty(block, dtype=self.signed)  # |code| < 2^(bits - 1): it fits, negatives in two's complement
+        for start in range(0, flat.size, block):
+            n = min(block, flat.size - start)
+            np.multiply(flat[start:start + n], scale, out=fixed[:n], dtype=np.float64)
+            np.clip(fixed[:n], -limit, limit, out=fixed[:n])
+            np.rint(fixed[:n], out=fixed[:n])
+            np.copyto(signed[:n], fixed[:n], casting="unsafe")
+            target = out[start:start + n]
+            target += signed[:n].view(self.dtype)  # wraps mod 2^(dtype bits), as the ring wants
+        out[-1] += self.dtype.type(weight)
         return self.reduce(out)
 
     def decode(self, total: np.ndarray) -> tuple[np.ndarray, int]:
         """The sum of weighted updates (float64) and the sum of weights, from a ring sum."""
-        values = self.reduce(total.copy()).astype(np.int64)
-        half = 1 << (self.bits - 1)
-        values[values >= half] -= 1 << self.bits
+        shift = 8 * self.dtype.itemsize - self.bits
+        values = total.view(self.signed)  # two's complement: the centred representative of each sum
+        if shift:  # only the low `bits` bits count: sign-extend them
+            values = (total << self.dtype.type(shift)).view(self.signed) >> self.signed.type(shift)
         return values[:-1] * self.step, int(values[-1])
 
     def sum_error_bound(self, total_weight: int) -> float:

