@@ -56,12 +56,12 @@ class FloatSum(RunningSum):
     def _fold_dense(self, index: int, start: int, values: np.ndarray, weight: float) -> bool:
         flat = self._flat[index]
         dot, axpy = self._blas[index]
-        bound = self._largest[index] / abs(weight)
+        largest, scale = self._largest[index], abs(weight)
         step = BLOCK_BYTES // values.itemsize
         for at in range(0, values.size, step):
             block = values[at:at + step]
             # One pass clears a normal block; only one that fails the screen is checked value by value.
-            if not math.sqrt(dot(block, block)) < bound and not all_finite(block, weight, flat.dtype):
+            if not math.sqrt(dot(block, block)) * scale < largest and not all_finite(block, weight, flat.dtype):
                 if at:
                     axpy(values[:at], flat[start:start + at], a=-weight)
                 return False

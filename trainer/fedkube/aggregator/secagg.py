@@ -325,6 +325,8 @@ class SecAggRounds:
         except TimeoutError:
             pass
         state.closed = True
+        for fold in state.inflight.values():  # a straggler's partial vector must not stay in the sum
+            fold.abort()
         attempt.mark("mask")
         survivors = frozenset(state.reported)
         log.info("round %d: %d of %d clients advertised keys, %d shared them, %d sent masked vectors", number,
@@ -333,15 +335,22 @@ class SecAggRounds:
             await attempt.move_to("done", "too few survivors")
             return outcome(set(survivors), f"{len(survivors)} masked vectors arrived; threshold {self.threshold}, "
                                            f"spec.clients.minAvailable {self.plan.min_available}")
-        record = self._persist(attempt, shared, survivors, masked)
+        # Written while the survivors reveal (an fsync costs as much as a round trip): the record is
+        # public, and a crash before it is on disk only means the round starts afresh.
+        record = asyncio.ensure_future(asyncio.to_thread(self._persist, attempt, shared, survivors, masked))
         attempt.survivors, attempt.dropped = survivors, shared - survivors
         await attempt.move_to("unmask")
         return outcome(set(survivors), await self._unmask(attempt, masked, plain, shared, record))
 
     async def _unmask(self, attempt: Attempt, masked: MaskedSum, plain: WeightedSum, shared: frozenset[int],
-                      record: list[str]) -> str | None:
-        """Wait for the survivors' shares, remove the masks and decode the sum into `plain`; why not, if not."""
+                      record: asyncio.Future[list[str]] | list[str]) -> str | None:
+        """Wait for the survivors' shares, remove the masks and decode the sum into `plain`; why not, if not.
+
+        `record`: the keys of the attempt's masked record, or their write still under way (it reads
+        the masked sum, so it ends before the masks come off).
+        """
         await attempt.until(attempt.can_unmask, self.plan.round_timeout_seconds)
+        record = record if isinstance(record, list) else await record
         attempt.mark("reveal")
         setup, survivors = attempt.setup, attempt.survivors
         try:  # in a thread: removing the masks is model-sized work the event loop should not wait on
