@@ -44,25 +44,36 @@ def model_arrays(params: int, seed: int) -> dict[str, np.ndarray]:
 def measure(clients: int, params: int, prepare: Callable[[], Any], work: Callable[[Any], Any],
             repeats: int) -> dict[str, float]:
     """Best time of `work(prepared)`, the largest peak RSS it reached above the prepared state, and
-    numpy memcpy of the same bytes timed right after each repeat, so both meet the same machine load."""
+    numpy memcpy of the same bytes timed right after each repeat, so both meet the same machine load.
+    Both also in the thread's CPU time (every method works in one thread), which a loaded machine's
+    time slicing does not inflate."""
     state = prepare()
     sources = [np.full(params, seed, dtype=np.float32) for seed in range(DISTINCT)]
     target = np.ones_like(sources[0])
-    best, best_copy, extra = float("inf"), float("inf"), 0
+    best = {"seconds": float("inf"), "cpu_seconds": float("inf"),
+            "memcpy_seconds": float("inf"), "memcpy_cpu_seconds": float("inf")}
+    extra = 0
+
+    def timed(prefix: str, run: Callable[[], Any]) -> Any:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        out = run()
+        best[prefix + "seconds"] = min(best[prefix + "seconds"], time.perf_counter() - wall)
+        best[prefix + "cpu_seconds"] = min(best[prefix + "cpu_seconds"], time.thread_time() - cpu)
+        return out
+
+    def copies() -> None:
+        for p in range(clients):
+            np.copyto(target, sources[p % DISTINCT])
+
     for _ in range(repeats):
         gc.collect()
         base = rss_bytes()
         reset_peak_rss()
-        started = time.perf_counter()
-        result = work(state)
-        best = min(best, time.perf_counter() - started)
+        result = timed("", lambda: work(state))
         extra = max(extra, rss_bytes(key="VmHWM") - base)
         del result
-        started = time.perf_counter()
-        for p in range(clients):
-            np.copyto(target, sources[p % DISTINCT])
-        best_copy = min(best_copy, time.perf_counter() - started)
-    return {"seconds": best, "memcpy_seconds": best_copy, "extra_bytes": extra}
+        timed("memcpy_", copies)
+    return {**best, "extra_bytes": extra}
 
 
 # --- the methods, each run by `--worker NAME` in its own process ----------------------------------
@@ -165,12 +176,13 @@ def available_bytes() -> int:
 def run(clients_list: list[int], repeats: int, params: int = PARAMS, max_gb: float = 8.0) -> Report:
     model = params * 4
     report = Report(f"Aggregation of {params / 1e6:g}M float32 updates ({model / MB:.0f} MB each)",
-                    ["method", "clients", "GB/s", "memcpy GB/s", "x memcpy", "extra peak MB", "extra / model"])
+                    ["method", "clients", "GB/s", "memcpy GB/s", "x memcpy", "x memcpy (CPU time)", "extra peak MB",
+                     "extra / model"])
     for clients in clients_list:
         for name in METHODS:
             need = FOOTPRINT.get(name, lambda n: 3)(clients) * model
             if need > min(0.6 * available_bytes(), max_gb * GB):
-                report.add(name, clients, None, None, None, None, None)
+                report.add(name, clients, None, None, None, None, None, None)
                 report.notes.append(f"{name} at {clients} clients not run: it needs about {need / GB:.1f} GB "
                                     f"(--max-gb {max_gb:g}, {available_bytes() / GB:.1f} GB available)")
                 continue
@@ -180,12 +192,15 @@ def run(clients_list: list[int], repeats: int, params: int = PARAMS, max_gb: flo
             result = run_json(cmd, timeout=1800)
             rate = clients * model / result["seconds"] / GB
             copy_rate = clients * model / result["memcpy_seconds"] / GB
-            report.add(name, clients, rate, copy_rate, rate / copy_rate, result["extra_bytes"] / MB,
+            report.add(name, clients, rate, copy_rate, rate / copy_rate,
+                       result["memcpy_cpu_seconds"] / result["cpu_seconds"], result["extra_bytes"] / MB,
                        result["extra_bytes"] / model)
     report.notes += [
         "GB/s counts received update bytes; decoding from the wire format is included. Best of "
         f"{repeats} repeats, each method in its own process; memcpy copies the same number of bytes in "
-        "that process right after each repeat, so a ratio compares two measurements under the same load.",
+        "that process right after each repeat, so a ratio compares two measurements under the same load. "
+        "Every method works in one thread; the CPU-time ratio compares the two in that thread's CPU time, "
+        "which other processes' time slices do not inflate (their contention for caches and memory does).",
         "extra = peak RSS above the process's memory with the received bytes already in it (VmHWM reset "
         "before each repeat). fedkube's extra is its running sum; Flower's `aggregate` holds every decoded "
         "update and a weighted copy of each; fedkube-exact's is its float64 pair (16 bytes a parameter) and "

@@ -8,6 +8,7 @@ aggregator's main loop drives rounds with `wait_for_quorum` and `run_round`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -23,7 +24,7 @@ from fedkube.aggregator.stack import StackFold
 from fedkube.compression import UpdateDecoder, build_codec
 from fedkube.compression.base import WireDecoder
 from fedkube.plan import AggregatorPlan
-from fedkube.protocol.tensors import ChunkCursor, TensorSpec, specs_of
+from fedkube.protocol.tensors import ChunkCursor, TensorSpec, inline_payload, specs_of
 from fedkube.strategies import Accumulator, Strategy, Weights
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,11 @@ class RoundState:
 
     def pending(self) -> set[int]:
         return set(self.selected) - self.reported - set(self.rejected)
+
+    @functools.cached_property
+    def inline(self) -> bytes | None:
+        """The weights as one inline payload (None: too large), encoded once for every client."""
+        return inline_payload(self.weights[s.name] for s in self.specs)
 
 
 @dataclass(frozen=True)

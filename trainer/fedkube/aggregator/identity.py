@@ -84,6 +84,12 @@ class PeerGuard:
             self._logged_handshake_refusals = refused
         return refused
 
+    def unsettled_seconds(self) -> float:
+        """How long until the newest handshake is settled: at the end, refusals just made still count."""
+        if not self._recent_handshakes:
+            return 0.0
+        return max(0.0, self._recent_handshakes[-1] + HANDSHAKE_GRACE_SECONDS - time.monotonic())
+
     async def watch(self, period: float = 1.0) -> None:
         """Log handshake refusals as they happen, not only when someone reads the status."""
         while self.tls:

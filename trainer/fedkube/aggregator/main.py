@@ -367,6 +367,9 @@ class Aggregator:
         self.record_end(end)
         await self.coordinator.finish(end)
         await self.linger()
+        if (unsettled := self.guard.unsettled_seconds()) > 0:  # count refusals of the last seconds too
+            await asyncio.sleep(unsettled)
+            self.record_end(end)
         watcher.cancel()
         await server.stop(grace=1.0)
         for h in http:

@@ -20,8 +20,9 @@ class RunningSum(ABC):
     def fold(self, index: int, where: slice | np.ndarray, values: np.ndarray, weight: float) -> bool:
         """Add `weight * values` at elements `where` (a slice or distinct positions) of tensor `index`.
 
-        Returns False, leaving the sum untouched, when a weighted value is NaN or infinite: what
-        reached the sum could never be taken back out.
+        Returns False when a weighted value is NaN or infinite, before any such value reaches the
+        sum: it could never be taken back out. The sum is left as it was (within the rounding of
+        any part of the chunk a sum added and took back out, as FloatSum does block by block).
         """
 
     @property

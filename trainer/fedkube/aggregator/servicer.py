@@ -4,21 +4,71 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 
 from fedkube.aggregator.accumulate import UpdateRejected
-from fedkube.aggregator.coordinator import Coordinator, JobEnd
+from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundState
 from fedkube.aggregator.identity import PeerGuard
 from fedkube.aggregator.secagg import SecAggRounds
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
-from fedkube.protocol.tensors import chunk_views, spec_from_header
+from fedkube.protocol.tensors import TensorSpec, chunk_views, inline_chunks, spec_from_header
 from fedkube.protocol.wire import data_message, data_payload, parse_envelope
 from fedkube.secure.secagg import ProtocolError
 
 log = logging.getLogger(__name__)
+
+
+def done(end: JobEnd) -> pb.Envelope:
+    return pb.Envelope(done=pb.JobDone(succeeded=end.succeeded, message=end.message))
+
+
+class UpdateData:
+    """One update's data chunks as they arrive: its inline payload cut at tensor boundaries, or the data
+    messages that follow it. `bounded` (on a session, where the next message belongs to the session)
+    stops at the byte count the headers announce; otherwise the chunks run to the end of the stream."""
+
+    def __init__(self, messages: AsyncIterator[bytes], specs: list[TensorSpec], inline: bytes, bounded: bool) -> None:
+        self.messages = messages
+        self.left: int | None = sum(s.nbytes for s in specs) if bounded else None
+        self._chunks = self._pieces(inline_chunks(specs, inline)) if inline else self._read()
+
+    def __aiter__(self) -> AsyncIterator[memoryview]:
+        return self._chunks
+
+    async def _pieces(self, pieces: list[memoryview]) -> AsyncIterator[memoryview]:
+        for piece in pieces:
+            self._count(piece)
+            yield piece
+
+    async def _read(self) -> AsyncIterator[memoryview]:
+        while self.left is None or self.left > 0:
+            raw = await anext(self.messages, None)
+            if raw is None:
+                return
+            try:
+                payload = data_payload(raw)
+            except ValueError as exc:
+                raise UpdateRejected("malformed", str(exc)) from exc
+            if payload is None:
+                raise UpdateRejected("malformed", "only data chunks may follow UpdateInfo")
+            self._count(payload)
+            yield payload
+
+    def _count(self, chunk: memoryview) -> None:
+        if self.left is not None:
+            self.left -= len(chunk)
+
+    async def finish(self) -> bool:
+        """Skip what a rejected update left unread; whether exactly the announced bytes came."""
+        try:
+            async for _ in self._chunks:
+                pass
+        except UpdateRejected:
+            return False
+        return self.left == 0
 
 
 class AggregatorServicer(pb_grpc.AggregatorServicer):
@@ -42,51 +92,106 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.JoinReply(job=self.coordinator.plan.job, session=session, rounds=self.coordinator.plan.rounds)
 
-    async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Envelope]:
-        await self._bind(context, request.partition)
+    async def _task(self, context: grpc.aio.ServicerContext, partition: int, session: str) -> RoundState | JobEnd:
         try:
-            task = await self.coordinator.next_task(request.partition, request.session)
+            return await self.coordinator.next_task(partition, session)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        if isinstance(task, JobEnd):
-            yield pb.Envelope(done=pb.JobDone(succeeded=task.succeeded, message=task.message))
-            return
-        yield pb.Envelope(round=pb.RoundInfo(
-            round=task.number, rounds=self.coordinator.plan.rounds, ticket=task.tickets[request.partition],
-            config_json=json.dumps(task.config.get(request.partition, {})), tensors=[s.header() for s in task.specs]))
+
+    def _round(self, task: RoundState, partition: int, inline: bytes | None = None) -> pb.Envelope:
+        if inline is not None:
+            task.bytes_out += len(inline)
+        return pb.Envelope(round=pb.RoundInfo(
+            round=task.number, rounds=self.coordinator.plan.rounds, ticket=task.tickets[partition],
+            config_json=json.dumps(task.config.get(partition, {})), tensors=[s.header() for s in task.specs],
+            inline=inline or b""))
+
+    @staticmethod
+    def _chunks(task: RoundState) -> Iterator[bytes]:
         for chunk in chunk_views(task.weights[s.name] for s in task.specs):
             task.bytes_out += len(chunk)
             yield data_message(chunk)
 
+    async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Envelope]:
+        await self._bind(context, request.partition)
+        task = await self._task(context, request.partition, request.session)
+        if isinstance(task, JobEnd):
+            yield done(task)
+            return
+        yield self._round(task, request.partition)
+        for chunk in self._chunks(task):
+            yield chunk
+
+    async def Session(self, request_iterator: AsyncIterator[bytes],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Envelope | bytes]:
+        """GetTask and SubmitUpdate for the whole job on one stream (see the .proto): a round of a small
+        model is three messages instead of two calls, each a new HTTP/2 stream and server task."""
+        messages = aiter(request_iterator)
+        opening = await self._read(context, messages)
+        if opening is None or not opening.HasField("next"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a session must start with a TaskRequest")
+        partition, session = opening.next.partition, opening.next.session
+        await self._bind(context, partition)
+        while True:
+            task = await self._task(context, partition, session)
+            if isinstance(task, JobEnd):
+                yield done(task)
+                return
+            inline = task.inline
+            yield self._round(task, partition, inline)
+            if inline is None:
+                for chunk in self._chunks(task):
+                    yield chunk
+            answer = await self._read(context, messages)
+            if answer is None:  # the client closed its side
+                return
+            if answer.HasField("update"):
+                reply, framed = await self._submit(context, answer.update, messages, bounded=True)
+                yield pb.Envelope(reply=reply)
+                if not framed:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        f"the update's data did not match its headers: {reply.reason}")
+            elif not answer.HasField("next"):  # `next`: the client passes on this round
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expected an update or a TaskRequest")
+
+    @staticmethod
+    async def _read(context: grpc.aio.ServicerContext, messages: AsyncIterator[bytes]) -> pb.Envelope | None:
+        """The next Envelope of a stream; None at its end."""
+        raw = await anext(messages, None)
+        if raw is None:
+            return None
+        try:
+            return parse_envelope(raw)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
     async def SubmitUpdate(self, request_iterator: AsyncIterator[bytes],
                            context: grpc.aio.ServicerContext) -> pb.SubmitReply:
         """Messages arrive as raw bytes (see protocol.wire): chunks are folded from gRPC's own buffers."""
-        first = await anext(aiter(request_iterator), None)
+        messages = aiter(request_iterator)
+        first = await anext(messages, None)
         try:
             envelope = None if first is None else parse_envelope(first)
         except ValueError:
             envelope = None
         if envelope is None or not envelope.HasField("update"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an update stream must start with UpdateInfo")
-        info = envelope.update
+        reply, _ = await self._submit(context, envelope.update, messages, bounded=False)
+        return reply
+
+    async def _submit(self, context: grpc.aio.ServicerContext, info: pb.UpdateInfo, messages: AsyncIterator[bytes],
+                      bounded: bool) -> tuple[pb.SubmitReply, bool]:
+        """Fold one update; the reply, and whether the stream is left at the message after the update's data."""
         await self._bind(context, info.partition)
-
-        async def chunks() -> AsyncIterator[memoryview]:
-            async for raw in request_iterator:
-                try:
-                    payload = data_payload(raw)
-                except ValueError as exc:
-                    raise UpdateRejected("malformed", str(exc)) from exc
-                if payload is None:
-                    raise UpdateRejected("malformed", "only data chunks may follow UpdateInfo")
-                yield payload
-
+        specs = [spec_from_header(h) for h in info.tensors]
+        data = UpdateData(messages, specs, info.inline, bounded)
         try:
             await self.coordinator.submit(info.partition, info.round, info.ticket, info.num_examples,
-                                          dict(info.metrics), [spec_from_header(h) for h in info.tensors], chunks())
+                                          dict(info.metrics), specs, data)
+            reply = pb.SubmitReply(accepted=True)
         except UpdateRejected as exc:
-            return pb.SubmitReply(accepted=False, reason=f"{exc.reason}: {exc}")
-        return pb.SubmitReply(accepted=True)
+            reply = pb.SubmitReply(accepted=False, reason=f"{exc.reason}: {exc}")
+        return reply, not bounded or await data.finish()
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         return pb.StatusReply(json=json.dumps(self.status()))

@@ -8,10 +8,11 @@ unreachable for longer than the reconnect timeout.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +23,15 @@ import torch
 from fedkube.client.corrections import LocalCorrections
 from fedkube.client.rewind import RoundRewind
 from fedkube.client.secagg import SecAggParticipant
+from fedkube.client.session import Message, SessionEnded, TaskStream
 from fedkube.compression import Codec, build_codec
 from fedkube.logs import set_context
 from fedkube.plan import ClientPlan
 from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
-from fedkube.protocol.tensors import receive_tensors, spec_from_header, specs_of
-from fedkube.protocol.wire import data_chunks, data_messages, parse_envelope, raw_get_task, raw_submit_update
+from fedkube.protocol.tensors import inline_payload, specs_of
+from fedkube.protocol.wire import data_messages
 from fedkube.secure.secagg import ProtocolError
 from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
@@ -105,8 +107,8 @@ class Client:
             self.test_data = self.task.load_test()
         self.channel = open_channel(options.target, options.tls)
         self.stub = pb_grpc.AggregatorStub(self.channel)
-        self.get_task, self.submit_update = raw_get_task(self.channel), raw_submit_update(self.channel)
         self.session = ""
+        self.stream: TaskStream | None = None  # every round on one call, reopened after a failure
         self.codec = build_codec(plan.compression)   # lives as long as the client: top-k's residuals
         self.mu = proximal_mu(plan.strategy)
         self.variates: Weights = {}                    # SCAFFOLD's client control variate c_i
@@ -139,14 +141,22 @@ class Client:
         log.info("joined job %s as partition %d", reply.job, self.plan.partition)
 
     def _next_task(self) -> tuple[pb.RoundInfo, Weights] | pb.JobDone:
-        stream = self.get_task(pb.TaskRequest(partition=self.plan.partition, session=self.session))
-        first = parse_envelope(next(stream))
-        if first.HasField("done"):
-            return first.done
-        info = first.round
-        self._join_secure_aggregation(info)  # SecAgg+'s key exchange runs while the weights stream in
-        weights = receive_tensors([spec_from_header(h) for h in info.tensors], data_chunks(stream))
-        return info, weights
+        if self.stream is None:
+            self.stream = TaskStream(self.channel, self.plan.partition, self.session)
+        try:
+            info = self.stream.next_task()
+            if isinstance(info, pb.JobDone):
+                return info
+            self._join_secure_aggregation(info)  # SecAgg+'s key exchange runs while the weights stream in
+            return info, self.stream.weights(info)
+        except (grpc.RpcError, SessionEnded):
+            self._drop_stream()
+            raise
+
+    def _drop_stream(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
 
     def _evaluate_global(self) -> dict[str, float]:
         """In a CKKS job only clients can read the global model, so they score it for the status."""
@@ -155,7 +165,8 @@ class Client:
         return {f"global_{k}": v for k, v in self.task.evaluate(self.model, self.test_data, self.device).items()}
 
     def train_round(self, info: pb.RoundInfo, received: Weights,
-                    secagg: SecAggParticipant | None = None) -> Iterator[pb.Envelope]:
+                    secagg: SecAggParticipant | None = None) -> Iterable[Message]:
+        """Train now; the update's messages (data chunks, if any, are cut as gRPC sends them)."""
         global_weights, server_variates = split_variates(self.ckks.global_weights(received) if self.ckks else received)
         self.variates, self.codec = self.rewind.start(info.round, (self.variates, self.codec))
         set_weights(self.model, global_weights)
@@ -184,10 +195,11 @@ class Client:
             wire, num_examples = secagg.masked_update(update, self.privacy.weight(result.num_examples)), 0
         metrics = {**result.metrics, **privacy_metrics, **evaluation}
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(metrics))
-        yield pb.Envelope(update=pb.UpdateInfo(
-            partition=self.plan.partition, round=info.round, ticket=info.ticket,
-            num_examples=num_examples, metrics=metrics, tensors=[s.header() for s in specs_of(wire)]))
-        yield from data_messages(wire.values())
+        inline = inline_payload(wire.values())
+        header = pb.Envelope(update=pb.UpdateInfo(
+            partition=self.plan.partition, round=info.round, ticket=info.ticket, num_examples=num_examples,
+            metrics=metrics, tensors=[s.header() for s in specs_of(wire)], inline=inline or b""))
+        return [header] if inline is not None else itertools.chain([header], data_messages(wire.values()))
 
     def run(self) -> int:
         set_context(job=self.plan.job, partition=self.plan.partition)
@@ -199,24 +211,40 @@ class Client:
                 return 0
             info, weights = task
             set_context(round=info.round)
+            answered = False  # the session expects an update, or a pass, for every round it serves
             try:
                 secagg = self.secagg if self.secagg is not None and self.secagg.serves_again(info) else None
                 if secagg is not None and secagg.masked:  # a restarted aggregator finishing this attempt
                     secagg.unmask()
                     continue
-                reply = self.submit_update(self.train_round(info, weights, secagg))
-                if reply.accepted and secagg is not None:
+                update = self.train_round(info, weights, secagg)
+                answered = True
+                reply = self._submit(info, update)
+                if reply is not None and reply.accepted and secagg is not None:
                     secagg.unmask()
             except ProtocolError as exc:
                 log.warning("round %d: secure aggregation attempt left: %s", info.round, exc)
-                continue
-            except grpc.RpcError as exc:  # the round may have closed under us; the next one goes on
+            except grpc.RpcError as exc:  # a SecAgg call: the round may have closed under us; the next one goes on
                 log.warning("round %d: update not delivered: %s", info.round, exc.details())
-                continue
-            if reply.accepted:
-                log.info("round %d: update accepted", info.round)
-            else:
-                log.warning("round %d: update rejected: %s", info.round, reply.reason)
+            finally:
+                if not answered and self.stream is not None:
+                    self.stream.pass_round()
+
+    def _submit(self, info: pb.RoundInfo, update: Iterable[Message]) -> pb.SubmitReply | None:
+        """The aggregator's verdict; None if the session broke first (the next round reopens it)."""
+        assert self.stream is not None  # the round came from it
+        try:
+            reply = self.stream.submit(update)
+        except (grpc.RpcError, SessionEnded) as exc:
+            self._drop_stream()
+            log.warning("round %d: update not delivered: %s", info.round,
+                        exc.details() if isinstance(exc, grpc.RpcError) else exc)
+            return None
+        if reply.accepted:
+            log.debug("round %d: update accepted", info.round)
+        else:
+            log.warning("round %d: update rejected: %s", info.round, reply.reason)
+        return reply
 
     def _join_secure_aggregation(self, info: pb.RoundInfo) -> None:
         """With SecAgg+, start agreeing keys and exchanging shares for a new attempt (not one served again)."""

@@ -43,21 +43,23 @@ class TensorHeader(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., nbytes: _Optional[int] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
-    __slots__ = ("round", "rounds", "ticket", "config_json", "tensors")
+    __slots__ = ("round", "rounds", "ticket", "config_json", "tensors", "inline")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
     round: int
     rounds: int
     ticket: str
     config_json: str
     tensors: _containers.RepeatedCompositeFieldContainer[TensorHeader]
-    def __init__(self, round: _Optional[int] = ..., rounds: _Optional[int] = ..., ticket: _Optional[str] = ..., config_json: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorHeader, _Mapping]]] = ...) -> None: ...
+    inline: bytes
+    def __init__(self, round: _Optional[int] = ..., rounds: _Optional[int] = ..., ticket: _Optional[str] = ..., config_json: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorHeader, _Mapping]]] = ..., inline: _Optional[bytes] = ...) -> None: ...
 
 class UpdateInfo(_message.Message):
-    __slots__ = ("partition", "round", "ticket", "num_examples", "metrics", "tensors")
+    __slots__ = ("partition", "round", "ticket", "num_examples", "metrics", "tensors", "inline")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -71,13 +73,15 @@ class UpdateInfo(_message.Message):
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
     partition: int
     round: int
     ticket: str
     num_examples: int
     metrics: _containers.ScalarMap[str, float]
     tensors: _containers.RepeatedCompositeFieldContainer[TensorHeader]
-    def __init__(self, partition: _Optional[int] = ..., round: _Optional[int] = ..., ticket: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorHeader, _Mapping]]] = ...) -> None: ...
+    inline: bytes
+    def __init__(self, partition: _Optional[int] = ..., round: _Optional[int] = ..., ticket: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tensors: _Optional[_Iterable[_Union[TensorHeader, _Mapping]]] = ..., inline: _Optional[bytes] = ...) -> None: ...
 
 class JobDone(_message.Message):
     __slots__ = ("succeeded", "message")
@@ -88,16 +92,20 @@ class JobDone(_message.Message):
     def __init__(self, succeeded: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("round", "update", "data", "done")
+    __slots__ = ("round", "update", "data", "done", "next", "reply")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
     round: RoundInfo
     update: UpdateInfo
     data: bytes
     done: JobDone
-    def __init__(self, round: _Optional[_Union[RoundInfo, _Mapping]] = ..., update: _Optional[_Union[UpdateInfo, _Mapping]] = ..., data: _Optional[bytes] = ..., done: _Optional[_Union[JobDone, _Mapping]] = ...) -> None: ...
+    next: TaskRequest
+    reply: SubmitReply
+    def __init__(self, round: _Optional[_Union[RoundInfo, _Mapping]] = ..., update: _Optional[_Union[UpdateInfo, _Mapping]] = ..., data: _Optional[bytes] = ..., done: _Optional[_Union[JobDone, _Mapping]] = ..., next: _Optional[_Union[TaskRequest, _Mapping]] = ..., reply: _Optional[_Union[SubmitReply, _Mapping]] = ...) -> None: ...
 
 class SubmitReply(_message.Message):
     __slots__ = ("accepted", "reason")

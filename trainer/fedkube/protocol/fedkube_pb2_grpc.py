@@ -49,6 +49,11 @@ class AggregatorStub:
                 request_serializer=fedkube__pb2.Envelope.SerializeToString,
                 response_deserializer=fedkube__pb2.SubmitReply.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/fedkube.v1.Aggregator/Session',
+                request_serializer=fedkube__pb2.Envelope.SerializeToString,
+                response_deserializer=fedkube__pb2.Envelope.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/fedkube.v1.Aggregator/Status',
                 request_serializer=fedkube__pb2.StatusRequest.SerializeToString,
@@ -81,6 +86,18 @@ class AggregatorServicer:
 
     def SubmitUpdate(self, request_iterator, context):
         """The client's update: UpdateInfo (with every tensor's header), then the data chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Session(self, request_iterator, context):
+        """The persistent form of GetTask + SubmitUpdate, which fedkube's client uses: one stream for the
+        whole job instead of two calls a round. The client opens it with `next` (its TaskRequest). The
+        aggregator then sends each round this client is selected for (RoundInfo, then the data chunks
+        unless the weights travel inline) and the client answers with its update (UpdateInfo, then the
+        data chunks unless inline), which the aggregator answers with `reply`, or with `next` to pass on
+        the round. At the end the aggregator sends JobDone.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,6 +136,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.SubmitUpdate,
                     request_deserializer=fedkube__pb2.Envelope.FromString,
                     response_serializer=fedkube__pb2.SubmitReply.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=fedkube__pb2.Envelope.FromString,
+                    response_serializer=fedkube__pb2.Envelope.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -212,6 +234,33 @@ class Aggregator:
             '/fedkube.v1.Aggregator/SubmitUpdate',
             fedkube__pb2.Envelope.SerializeToString,
             fedkube__pb2.SubmitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/fedkube.v1.Aggregator/Session',
+            fedkube__pb2.Envelope.SerializeToString,
+            fedkube__pb2.Envelope.FromString,
             options,
             channel_credentials,
             insecure,

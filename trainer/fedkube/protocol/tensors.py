@@ -63,6 +63,24 @@ def iter_chunks(tensors: Iterable[np.ndarray], chunk_bytes: int = CHUNK_BYTES) -
         yield bytes(view)
 
 
+def inline_payload(tensors: Iterable[np.ndarray]) -> bytes | None:
+    """Every tensor's bytes back to back when they fit in one chunk, to travel inside the header
+    message (RoundInfo.inline, UpdateInfo.inline) instead of as data messages; None if they do not."""
+    views = [byte_view(a) for a in tensors]
+    return b"".join(views) if sum(len(v) for v in views) <= CHUNK_BYTES else None
+
+
+def inline_chunks(specs: list[TensorSpec], inline: bytes) -> list[memoryview]:
+    """An inline payload cut at tensor boundaries: the data chunks it stands for. A payload of the
+    wrong length yields chunks that ChunkCursor refuses."""
+    view, chunks, start = memoryview(inline), [], 0
+    for spec in specs:
+        if spec.nbytes and start < len(view):
+            chunks.append(view[start:start + spec.nbytes])
+            start += spec.nbytes
+    return chunks + ([view[start:]] if start < len(view) else [])
+
+
 def data_envelopes(tensors: Iterable[np.ndarray]) -> Iterator[pb.Envelope]:
     for chunk in iter_chunks(tensors):
         yield pb.Envelope(data=chunk)

@@ -101,7 +101,8 @@ class _HandlerCapture:
 
 
 def aggregator_handlers(servicer: pb_grpc.AggregatorServicer) -> dict[str, grpc.RpcMethodHandler]:
-    """The generated handlers, except that SubmitUpdate receives and GetTask may send raw bytes."""
+    """The generated handlers, except that SubmitUpdate and Session receive, and GetTask and Session
+    may send, raw bytes."""
     capture = _HandlerCapture()
     pb_grpc.add_AggregatorServicer_to_server(servicer, capture)
     handlers = dict(capture.handlers)
@@ -109,6 +110,8 @@ def aggregator_handlers(servicer: pb_grpc.AggregatorServicer) -> dict[str, grpc.
         servicer.SubmitUpdate, request_deserializer=None, response_serializer=pb.SubmitReply.SerializeToString)
     handlers["GetTask"] = grpc.unary_stream_rpc_method_handler(
         servicer.GetTask, request_deserializer=pb.TaskRequest.FromString, response_serializer=_serialize)
+    handlers["Session"] = grpc.stream_stream_rpc_method_handler(
+        servicer.Session, request_deserializer=None, response_serializer=_serialize)
     return handlers
 
 
@@ -118,13 +121,7 @@ def add_aggregator_service(servicer: pb_grpc.AggregatorServicer, server: grpc.ai
     server.add_registered_method_handlers(SERVICE, handlers)
 
 
-def raw_get_task(channel: grpc.Channel) -> grpc.UnaryStreamMultiCallable:
-    """The client's GetTask, answered with raw bytes: read the first with parse_envelope, the rest with data_chunks."""
-    return channel.unary_stream(f"/{SERVICE}/GetTask", request_serializer=pb.TaskRequest.SerializeToString,
-                                response_deserializer=None)
-
-
-def raw_submit_update(channel: grpc.Channel) -> grpc.StreamUnaryMultiCallable:
-    """The client's SubmitUpdate, taking protobuf messages or prebuilt wire bytes (data_messages)."""
-    return channel.stream_unary(f"/{SERVICE}/SubmitUpdate", request_serializer=_serialize,
-                                response_deserializer=pb.SubmitReply.FromString)
+def raw_session(channel: grpc.Channel) -> grpc.StreamStreamMultiCallable:
+    """The client's Session: it sends protobuf messages or prebuilt wire bytes (data_messages) and
+    receives raw bytes: read headers with parse_envelope, data with data_chunks."""
+    return channel.stream_stream(f"/{SERVICE}/Session", request_serializer=_serialize, response_deserializer=None)

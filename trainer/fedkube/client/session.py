@@ -1,0 +1,83 @@
+"""The client's end of its Session stream: every round of the job on one gRPC call.
+
+gRPC's synchronous client starts a thread for each streamed call and sets up an HTTP/2 stream for
+each; two calls a round made that most of what a round of a small model cost. Here one request
+iterator, fed from a queue, lives as long as the job, and each round is three messages.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterable, Iterator
+
+import grpc
+
+from fedkube.protocol import fedkube_pb2 as pb
+from fedkube.protocol.tensors import inline_chunks, receive_tensors, spec_from_header
+from fedkube.protocol.wire import data_chunks, parse_envelope, raw_session
+from fedkube.weights import Weights
+
+Message = pb.Envelope | bytes  # protobuf, or prebuilt wire bytes (data_messages)
+
+
+class SessionEnded(RuntimeError):
+    """The aggregator closed the session without JobDone (a restart, or a refused update)."""
+
+
+class TaskStream:
+    def __init__(self, channel: grpc.Channel, partition: int, session: str) -> None:
+        self._outbox: queue.SimpleQueue[Iterable[Message] | None] = queue.SimpleQueue()
+        self._outbox.put([pb.Envelope(next=pb.TaskRequest(partition=partition, session=session))])
+        self._replies = raw_session(channel)(self._requests())
+
+    def _requests(self) -> Iterator[Message]:
+        """What gRPC sends, in order; runs in gRPC's thread for this call."""
+        while (envelopes := self._outbox.get()) is not None:
+            yield from envelopes
+
+    def _raw(self) -> bytes:
+        try:
+            return next(self._replies)
+        except StopIteration:
+            raise SessionEnded("the aggregator closed the session") from None
+
+    def _receive(self) -> pb.Envelope:
+        return parse_envelope(self._raw())
+
+    def next_task(self) -> pb.RoundInfo | pb.JobDone:
+        """Block until the aggregator selects us for a round or the job ends; the round's weights follow."""
+        first = self._receive()
+        return first.done if first.HasField("done") else first.round
+
+    def weights(self, info: pb.RoundInfo) -> Weights:
+        """The round's global weights: inline, or the data messages that follow its header."""
+        specs = [spec_from_header(h) for h in info.tensors]
+        if info.inline:
+            return receive_tensors(specs, inline_chunks(specs, info.inline))
+        return receive_tensors(specs, self._data(sum(s.nbytes for s in specs)))
+
+    def _data(self, nbytes: int) -> Iterator[memoryview]:
+        """Exactly `nbytes` of data chunks off the stream; the next message is left for the session."""
+        if nbytes <= 0:
+            return
+        for chunk in data_chunks(iter(self._raw, None)):
+            yield chunk
+            nbytes -= len(chunk)
+            if nbytes <= 0:
+                return
+
+    def submit(self, update: Iterable[Message]) -> pb.SubmitReply:
+        """Send an update (UpdateInfo, then its data chunks unless inline) and wait for the verdict."""
+        self._outbox.put(update)
+        reply = self._receive()
+        if not reply.HasField("reply"):
+            raise SessionEnded("the aggregator answered an update with something else than a reply")
+        return reply.reply
+
+    def pass_round(self) -> None:
+        """Answer the round just served without an update (e.g. a secure aggregation attempt left)."""
+        self._outbox.put([pb.Envelope(next=pb.TaskRequest())])
+
+    def close(self) -> None:
+        self._outbox.put(None)
+        self._replies.cancel()
