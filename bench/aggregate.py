@@ -205,7 +205,7 @@ def run(clients_list: list[int], repeats: int, params: int = PARAMS, max_gb: flo
         "before each repeat). fedkube's extra is its running sum; Flower's `aggregate` holds every decoded "
         "update and a weighted copy of each; fedkube-exact's is its float64 pair (16 bytes a parameter) and "
         "scratch. In a running aggregator the received bytes are not all there at once: an update keeps its "
-        "chunks only while it streams in, the first 64 MiB in memory and the rest written to a spill file "
+        "chunks only while it streams in, the first 128 MiB in memory and the rest written to a spill file "
         "(aggregator/journal.py; that write is part of fedkube's time here), and "
         "spec.transport.maxConcurrentStreams (default 2) updates stream at once.",
         "Targets (fedkube, the default mode): >= 0.5x memcpy (issue #13) and >= 0.7x (issue #3); extra <= 1x "

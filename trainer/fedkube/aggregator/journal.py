@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-SPILL_AFTER_BYTES = 64 << 20  # per update stream: 64 MiB of chunks stay in memory, the rest spill
+SPILL_AFTER_BYTES = 128 << 20  # per update stream: 128 MiB of chunks stay in memory, the rest spill
 
 Where = slice | np.ndarray  # a run of elements, or distinct positions (sparse updates)
 
