@@ -96,12 +96,15 @@ class Job:
         return self.run.status(self.ports["status_port"])
 
     def wait_for(self, what: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120) -> dict:
+        """The live status endpoint until `predicate` holds; once the aggregator exits, the status it left."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            doc = self.status()
+            exited = self.aggregator.process.poll() is not None
+            left = self.run.run_dir / "status.json"
+            doc = (self.final_status() if left.exists() else None) if exited else self.status()
             if doc is not None and predicate(doc):
                 return doc
-            if self.aggregator.process.poll() is not None:
+            if exited:
                 break
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}; aggregator log:\n{self.aggregator_log()}")
