@@ -51,7 +51,7 @@ def single_process(clients: int, rounds: int) -> Timeline:
     return Timeline(started, seen, cpu_per_round=cpu)
 
 
-def run(clients: int, rounds: int, default_rounds: int) -> Report:
+def run(clients: int, rounds: int, default_rounds: int, fresh: bool = True) -> Report:
     report = Report(f"Digits, {clients} clients, Dirichlet 0.5 (time per round and to {TARGET_ACCURACY:.0%})",
                     ["peer", "rounds", "s / round", "x floor", "CPU s / round", "start-up to round 1's end (s)",
                      f"round reaching {TARGET_ACCURACY:.0%}", f"s to {TARGET_ACCURACY:.0%} (from launch)",
@@ -62,7 +62,7 @@ def run(clients: int, rounds: int, default_rounds: int) -> Report:
         n = default_rounds if peer.startswith("flower (default") else rounds
         try:
             runs[peer] = (launch("digits", clients, n, 3600.0), n)
-            if peer == "fedkube":  # right after, so both see about the same load
+            if peer == "fedkube" and fresh:  # right after, so both see about the same load
                 runs["fedkube, a fresh interpreter per process"] = (
                     run_fedkube("digits", clients, rounds, 3600.0, env={"FEDKUBE_ZYGOTE": "0"}), rounds)
         except (RuntimeError, TimeoutError) as exc:

@@ -18,10 +18,10 @@ from bench.common import ROOT, Report, machine_facts
 README = ROOT / "README.md"
 MARKERS = ("<!-- bench-headline:start -->", "<!-- bench-headline:end -->")
 PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {"aggregate": ([8, 64], 2), "overhead": ([8, 32], 6, 3, [8]), "digits": (12, 2), "transfer": 1000.0,
-              "many_clients": (1000, 100, 6, 10_000)},
-    "full": {"aggregate": ([8, 32, 64], 3), "overhead": ([8, 32], 10, 3, [8, 32]), "digits": (20, 12),
-             "transfer": 1000.0, "many_clients": (1000, 100, 20, 10_000)},
+    "quick": {"aggregate": ([8, 64], 2), "overhead": ([8, 32], 6, 3, [8]), "digits": (12, 2, False),
+              "transfer": (1000.0, ["mTLS (default)"]), "many_clients": (1000, 100, 6, 10_000)},
+    "full": {"aggregate": ([8, 32, 64], 3), "overhead": ([8, 32], 10, 3, [8, 32]), "digits": (20, 12, True),
+             "transfer": (1000.0, list(transfer.TRANSPORTS)), "many_clients": (1000, 100, 20, 10_000)},
 }
 
 
@@ -43,10 +43,11 @@ def headline(agg: Report | None, overhead: Report | None, dig: Report | None, xf
         lines.append(f"- Aggregation, {r['clients']} x 100 MB updates: {r['x memcpy']:.2f}x numpy memcpy{vs}; "
                      f"extra memory {r['extra / model']:.1f}x the model")
     for r in rows(overhead):
-        if r["peer"] != "fedkube" and r["peer / fedkube"]:
-            lines.append(f"- Round overhead, {r['clients']} clients: {r['peer / fedkube']:.0f}x less than {r['peer']} "
+        if not r["peer"].startswith("fedkube") and r["peer / fedkube clear"]:
+            lines.append(f"- Round overhead, {r['clients']} clients: {r['peer / fedkube clear']:.3g}x less than "
+                         f"{r['peer']} in clear text, {r['peer / fedkube mTLS']:.3g}x with fedkube's mutual TLS "
                          f"({r['s / round']:.3g} s a round against {_ours(overhead, r['clients'])})")
-        elif r["peer"] != "fedkube" and str(r["target"]).startswith("did not finish"):
+        elif not r["peer"].startswith("fedkube") and str(r["target"]).startswith("did not finish"):
             lines.append(f"- Round overhead, {r['clients']} clients: {r['peer']} {r['target']}")
     for r in rows(dig, peer="fedkube"):
         lines.append(f"- Digits: {r['x floor']:.2f}x the single-process loop per round ({r['s / round']:.2f} s); "
@@ -65,7 +66,8 @@ def headline(agg: Report | None, overhead: Report | None, dig: Report | None, xf
 
 
 def _ours(overhead: Report | None, clients: int) -> str:
-    return " ".join(f"{r['s / round']:.3g} s" for r in rows(overhead, peer="fedkube", clients=clients))
+    return " and ".join(f"{r['s / round']:.3g} s ({r['peer']})" for r in rows(overhead, clients=clients)
+                        if r["peer"].startswith("fedkube"))
 
 
 def _seconds(row: dict[str, Any]) -> str:
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     agg.publish(facts)
     overhead = round_overhead.run(*profile["overhead"])
     overhead.publish(facts)
-    xfer = transfer.run(profile["transfer"], list(transfer.TRANSPORTS))
+    xfer = transfer.run(*profile["transfer"])
     xfer.publish(facts)
     dig = digits.run(8, *profile["digits"])
     dig.publish(facts)
