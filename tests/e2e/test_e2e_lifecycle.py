@@ -85,8 +85,9 @@ def test_spec_changes_other_than_suspend_are_refused_by_the_operator(cluster: Cl
 def test_suspend_deletes_pods_and_resume_continues_from_the_checkpoint(
         cluster: Cluster, kubelet: object, garbage_collector: object) -> None:
     cluster.start_operator()
-    job = small_job("pausable", rounds=6, ttlSecondsAfterFinished=3)
+    job = small_job("pausable", rounds=20, ttlSecondsAfterFinished=3)
     job["spec"]["clients"]["roundTimeoutSeconds"] = 20
+    job["spec"]["clients"]["localEpochs"] = 20  # rounds long enough that the suspension lands mid-job
     cluster.apply(job)
     cluster.wait_job("pausable", lambda j: j.get("status", {}).get("round", 0) >= 2, 120, "round 2")
 
@@ -103,7 +104,7 @@ def test_suspend_deletes_pods_and_resume_continues_from_the_checkpoint(
                     json.dumps({"spec": {"scheduling": {"suspend": False}}}))
     succeeded = cluster.wait_job("pausable", lambda j: phase(j) in ("Succeeded", "Failed"), 180, "finished")
     assert phase(succeeded) == "Succeeded", succeeded["status"]
-    assert succeeded["status"]["progress"] == "6/6"
+    assert succeeded["status"]["progress"] == "20/20"
     assert condition(succeeded, "Suspended")["status"] == "False"
     assert f"resuming after round {done_before}" in kubelet.log("pausable-aggregator")  # type: ignore[attr-defined]
     events = cluster.kubectl("get", "events").stdout
