@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from fedkube.secure import min_bits
-from fedkube.secure.masks import add_masks, add_prg
+from fedkube.secure.masks import add_masks
 from fedkube.secure.ring import Ring
 from fedkube.secure.secagg import ClientSession, ProtocolError, RoundSetup, neighbourhoods, unmask
 
@@ -200,13 +200,13 @@ def test_ring_never_wraps_for_the_jobs_client_count() -> None:
 
 def test_prg_masks_cancel_and_differ_by_seed() -> None:
     v = np.arange(1000, dtype=np.uint64)
-    add_prg(v, b"a" * 32)
+    add_masks(v, [(b"a" * 32, 1)])
     assert not np.array_equal(v, np.arange(1000, dtype=np.uint64))
-    add_prg(v, b"a" * 32, -1)
+    add_masks(v, [(b"a" * 32, -1)])
     assert np.array_equal(v, np.arange(1000, dtype=np.uint64))
     a, b = np.zeros(64, np.uint32), np.zeros(64, np.uint32)
-    add_prg(a, b"a" * 32)
-    add_prg(b, b"b" * 32)
+    add_masks(a, [(b"a" * 32, 1)])
+    add_masks(b, [(b"b" * 32, 1)])
     assert not np.array_equal(a, b)
 
 
@@ -216,7 +216,7 @@ def test_many_masks_in_one_pass_equal_one_mask_at_a_time() -> None:
         start = np.arange(3 * 65536 + 17, dtype=dtype)  # several blocks and a ragged end
         one_by_one = start.copy()
         for seed, sign in seeds:
-            add_prg(one_by_one, seed, sign)
+            add_masks(one_by_one, [(seed, sign)])
         assert np.array_equal(add_masks(start.copy(), seeds), one_by_one)
         assert np.array_equal(add_masks(add_masks(start.copy(), seeds), [(s, -g) for s, g in seeds]), start)
 

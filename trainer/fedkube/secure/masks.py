@@ -42,7 +42,3 @@ def add_masks(vector: np.ndarray, masks: Sequence[tuple[bytes, int]]) -> np.ndar
                 target -= keystream
     return vector
 
-
-def add_prg(vector: np.ndarray, seed: bytes, sign: int = 1) -> np.ndarray:
-    """In place: vector += sign * PRG(seed)."""
-    return add_masks(vector, [(seed, sign)])
