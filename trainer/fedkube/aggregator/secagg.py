@@ -46,6 +46,7 @@ from fedkube.strategies import Strategy, Weights
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+STEPS = ("advertise", "share", "mask", "unmask", "done")  # an attempt's steps, in order
 
 
 class MaskedSum:
@@ -102,7 +103,8 @@ class Attempt:
     survivors: frozenset[int] = frozenset()
     dropped: frozenset[int] = frozenset()
     revealed: dict[int, dict[int, bytes]] = field(default_factory=dict)     # revealer -> peer -> share
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)  # an arrival: the round loop waits on it
+    left: dict[str, asyncio.Event] = field(default_factory=lambda: {s: asyncio.Event() for s in STEPS})
 
     def __post_init__(self) -> None:
         self.graph = self.setup.graph()
@@ -117,8 +119,9 @@ class Attempt:
 
     async def move_to(self, step: str, failure: str | None = None) -> None:
         self.step, self.failure = step, failure
-        async with self.changed:
-            self.changed.notify_all()
+        for earlier in STEPS[:STEPS.index(step)]:
+            self.left[earlier].set()
+        await self._notify()
 
     async def until(self, done: Callable[[], bool], timeout: float) -> None:
         """Wait until `done()` or `timeout` seconds, whichever first."""
@@ -131,8 +134,9 @@ class Attempt:
             pass
 
     async def _after(self, step: str) -> None:
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.step != step)
+        """Wait until the attempt has left `step`. Participants wait on an event of the step's own, so
+        each is woken once; on `changed` every arrival would wake them all, n^2 wake-ups a step."""
+        await self.left[step].wait()
         if self.failure is not None:
             raise ProtocolError(f"round {self.setup.round} attempt abandoned: {self.failure}")
 
@@ -146,7 +150,7 @@ class Attempt:
         async with self.changed:
             self.changed.notify_all()
 
-    # --- the four client calls ---------------------------------------------------------------
+    # --- the four client steps ---------------------------------------------------------------
     async def advertise(self, partition: int, keys: tuple[bytes, bytes]) -> dict[int, tuple[bytes, bytes]]:
         self._expect("advertise", partition)
         self.adverts[partition] = keys
@@ -220,7 +224,7 @@ def round_threshold(plan: AggregatorPlan) -> int:
 
 
 class SecAggRounds:
-    """Runs SecAgg+ rounds through the coordinator, and answers the clients' SecAgg calls."""
+    """Runs SecAgg+ rounds through the coordinator, and answers the clients' SecAgg+ steps."""
 
     def __init__(self, plan: AggregatorPlan, coordinator: Coordinator, store: Store | None = None) -> None:
         self.plan, self.coordinator, self.store = plan, coordinator, store
@@ -231,8 +235,18 @@ class SecAggRounds:
         self.first_round = True  # only the round an aggregator starts with can be one an earlier one left
 
     # --- the gRPC side: thin translation ------------------------------------------------------
-    async def handle(self, request: pb.SecAggRequest) -> pb.SecAggReply:
-        attempt, p = self.attempt, request.partition
+    async def handle(self, partition: int, request: pb.SecAggRequest) -> pb.SecAggReply | None:
+        """`partition`'s step (its session's certificate names it); the answer, None for a reveal."""
+        try:
+            return await self._step(partition, request)
+        except ProtocolError as exc:
+            if request.WhichOneof("step") == "reveal":  # unanswered: the unmasking goes on with the others'
+                log.warning("round %d: partition %d's shares refused: %s", request.round, partition, exc)
+                return None
+            return pb.SecAggReply(abandoned=str(exc))
+
+    async def _step(self, p: int, request: pb.SecAggRequest) -> pb.SecAggReply | None:
+        attempt = self.attempt
         if attempt is None or attempt.setup.round != request.round or attempt.tickets.get(p) != request.ticket:
             raise ProtocolError(f"partition {p}: no open SecAgg+ attempt for round {request.round} with this ticket")
         step = request.WhichOneof("step")
@@ -249,7 +263,7 @@ class SecAggRounds:
             return pb.SecAggReply(survivors=pb.Survivors(survived=sorted(survived), dropped=sorted(dropped)))
         if step == "reveal":
             await attempt.reveal(p, {s.partition: s.share for s in request.reveal.shares})
-            return pb.SecAggReply(done=pb.RevealAck())
+            return None
         raise ProtocolError(f"partition {p}: a SecAgg request without a step")
 
     # --- the round loop side ------------------------------------------------------------------
