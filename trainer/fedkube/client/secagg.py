@@ -70,8 +70,7 @@ class SecAggParticipant:
 
     def masked_update(self, update: Mapping[str, np.ndarray], num_examples: int) -> dict[str, np.ndarray]:
         """Step 3: the update (in the aggregator's tensor order), weighted, quantised and added to the mask."""
-        flat = np.concatenate([a.reshape(-1) for a in update.values()]) if update else np.zeros(0, np.float32)
-        masked = self.session.setup.ring.encode(flat, num_examples, into=self.mask.result())
+        masked = self.session.setup.ring.encode(list(update.values()), num_examples, into=self.mask.result())
         self.masked = True
         return {MASKED_TENSOR: masked}
 
