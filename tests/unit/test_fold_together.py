@@ -13,7 +13,7 @@ import pytest
 from fedkube.aggregator import accumulate
 from fedkube.aggregator.accumulate import UpdateRejected, WeightedSum
 from fedkube.aggregator.coordinator import Coordinator
-from fedkube.aggregator.float_sum import FloatSum
+from fedkube.aggregator.float_sum import FloatSum, l2_cache_bytes
 from fedkube.plan import make_plan
 from fedkube.protocol.tensors import TensorSpec, specs_of
 from fedkube.spec import parse_manifest
@@ -31,6 +31,15 @@ def updates(count: int, seed: int = 0) -> list[np.ndarray]:
 
 def chunks(values: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [(start, values[start:start + CHUNK]) for start in range(0, SIZE, CHUNK)]
+
+
+def test_blocks_are_sized_to_the_l2_cache_linux_reports(tmp_path):
+    for index, (level, size) in enumerate([("1", "48K"), ("2", "2048K"), ("3", "480M")]):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "level").write_text(level + "\n")
+        (tmp_path / f"index{index}" / "size").write_text(size + "\n")
+    assert l2_cache_bytes(tmp_path) == 2 << 20
+    assert l2_cache_bytes(tmp_path / "missing") == 1 << 20  # not Linux, or no sysfs: 1 MiB
 
 
 def test_interleaved_updates_fold_in_pairs_and_sum_as_apart(monkeypatch):

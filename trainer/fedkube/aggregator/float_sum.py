@@ -3,10 +3,9 @@
 A dense float32 chunk is folded block by block, two single-threaded BLAS passes per block over a
 zero-copy view of the received bytes and no temporary: a screen (the root of the sum of squares
 bounds every |value| and is not finite if any value is not), then `sum += weight * values`
-(axpy). A block and the sum's slice fit in a core's L2 cache together, so the axpy reads the block
-the screen just brought in: the memory traffic is the chunk once and the sum's slice read and
-written, against a copy's read and write. (A whole 1 MiB wire chunk and its slice overflow L2, so
-the axpy would fetch much of the chunk again.) Memory: the sum, 1x the model.
+(axpy). Blocks are sized so that they and the sum's slice fit in a core's L2 cache together, so
+the axpy reads the block the screen just brought in: the memory traffic is the chunk once and the
+sum's slice read and written, against a copy's read and write. Memory: the sum, 1x the model.
 
 Chunks of the same elements from several updates streaming at once fold together
 (`fold_together`): each block of the sum is read and written once for all of them, which is most
@@ -23,6 +22,7 @@ element, growing at most linearly with the number of updates), not bit for bit.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import threadpoolctl
@@ -35,8 +35,22 @@ from fedkube.protocol.tensors import TensorSpec
 # for cores (and spin-wait on a busy node), which made folds up to ten times slower.
 threadpoolctl.threadpool_limits(1, user_api="blas")
 
-# Bytes of blocks and sum slice folded at once: they stay together in a core's 2 MiB L2 cache.
-CACHE_BYTES = 1024 * 1024
+
+def l2_cache_bytes(caches: Path = Path("/sys/devices/system/cpu/cpu0/cache"), default: int = 1 << 20) -> int:
+    """A core's L2 cache as Linux reports it, else 1 MiB (the smallest of current server cores)."""
+    units = {"K": 1 << 10, "M": 1 << 20}
+    for index in sorted(caches.glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip()
+                return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        except (OSError, ValueError):
+            continue
+    return default
+
+
+# Bytes of blocks and sum slice folded at once: they stay together in the core's L2 cache.
+CACHE_BYTES = l2_cache_bytes()
 
 
 def block_bytes(parts: int) -> int:
