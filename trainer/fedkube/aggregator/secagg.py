@@ -377,12 +377,7 @@ class SecAggRounds:
             self._forget(record)
         attempt.mark("unmask")
         await attempt.move_to("done")
-        values, weight = self.ring.decode(masked.total)
-        start = 0
-        for target in plain.sums:
-            size = target.size
-            target.reshape(-1)[:] = values[start:start + size]
-            start += size
+        weight = self.ring.decode_into(masked.total, plain.sums)
         plain.total_weight, plain.count = float(weight), len(survivors)
         attempt.mark("decode")
         log.info("round %d: SecAgg+ unmasked the sum of %d updates (%d dropped after sharing, %d revealers); "
