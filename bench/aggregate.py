@@ -3,7 +3,9 @@
 Every method starts from the bytes a server has received (decoding is part of the work) and ends
 with the weighted mean. fedkube: each update's wire messages go through the aggregator's real
 SubmitUpdate handler (as gRPC registers it), the coordinator and the running sum, in its default
-float32 mode and with `spec.strategy.exactSum` (bit-identical whatever the arrival order). Flower: its
+float32 mode and with `spec.strategy.exactSum` (bit-identical whatever the arrival order). Each
+stream gives way to the others between messages, as a network read does, so the updates the
+aggregator admits at once (spec.transport.maxConcurrentStreams) interleave as on a server. Flower: its
 `aggregate` (a list of decoded updates), `aggregate_inplace` (the legacy FedAvg's default) and
 `aggregate_arrayrecords` (the Message API FedAvg's default). numpy memcpy of the same bytes, in
 the same run, is the yardstick. Each method runs in a fresh process, so its peak memory is its
@@ -100,6 +102,7 @@ def fedkube_method(clients: int, params: int, repeats: int, exact: bool) -> dict
 
     async def stream(messages: Iterable[bytes], deserialize: Callable[[bytes], Any]) -> AsyncIterator[Any]:
         for raw in messages:
+            await asyncio.sleep(0)  # a network read gives way to the other streams, as on a server
             yield deserialize(raw)
 
     async def one_round(specs: list, wire: list[list[bytes]]) -> dict[str, np.ndarray]:

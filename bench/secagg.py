@@ -7,7 +7,7 @@
    time of each, and their ratio (target: at most 1.5x).
 2. Masking: one client's work to turn its trained update into the vector it sends, over the
    same 1M-parameter update with 15 neighbours: fedkube (self mask and pairwise masks by
-   AES-CTR, which a client expands while it trains, then the fixed-point update added to them)
+   AES-256 in counter mode, which a client expands while it trains, then the fixed-point update added to them)
    against Flower's SecAgg+ client stage (`_collect_masked_vectors` of
    `flwr.client.mod.secaggplus_mod`, numpy's seeded RandomState as its PRG), in MB/s of float32
    update. Flower runs in its own venv (`bench.common.FLOWER_PYTHON`).

@@ -11,7 +11,7 @@ import pytest
 
 from fedkube.aggregator.accumulate import UpdateRejected, WeightedSum
 from fedkube.aggregator.exact_sum import BLOCK
-from fedkube.aggregator.float_sum import BLOCK_BYTES
+from fedkube.aggregator.float_sum import block_bytes
 from fedkube.protocol.tensors import TensorSpec, iter_chunks, specs_of
 from fedkube.strategies.fedavg import FedAvg
 
@@ -238,12 +238,12 @@ def test_exact_sum_takes_chunks_longer_than_its_blocks_whole_or_not_at_all():
 
 def test_float_sum_takes_a_chunk_back_when_a_later_block_of_it_fails():
     """The float sum screens and adds a long chunk block by block: a bad block's predecessors come back out."""
-    step = BLOCK_BYTES // 4
+    step = block_bytes(1) // 4
     rng = np.random.default_rng(6)
     dense = rng.standard_normal(2 * step + 5).astype(np.float32)
     acc = WeightedSum([TensorSpec("w", "float32", dense.shape)])
     fold_update(acc, 3, {"w": dense}, chunk_bytes=dense.nbytes)
-    for position in (step + 7, 2 * step + 1):  # in the second block, in the short last one
+    for position in (step + 7, 2 * step + 1):  # in the second block, in the last one
         bad = rng.standard_normal(dense.size).astype(np.float32) * 1e3
         bad[position] = np.nan
         fold = acc.begin(5)

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -210,6 +211,14 @@ def test_prg_masks_cancel_and_differ_by_seed() -> None:
     assert not np.array_equal(a, b)
 
 
+def test_prg_is_the_aes256_counter_mode_keystream_from_block_two() -> None:
+    """The GCM shortcut draws exactly the documented PRG: AES-256-CTR from counter block 0^96 || 2."""
+    seed = bytes(range(32))
+    expected = Cipher(algorithms.AES(seed), modes.CTR(bytes(12) + (2).to_bytes(4, "big"))).encryptor()
+    keystream = np.frombuffer(expected.update(bytes(4 * 200_003)), dtype=np.uint32)  # several blocks, a ragged end
+    assert np.array_equal(add_masks(np.zeros(200_003, np.uint32), [(seed, 1)]), keystream)
+
+
 def test_many_masks_in_one_pass_equal_one_mask_at_a_time() -> None:
     seeds = [(bytes([i]) * 32, 1 if i % 3 else -1) for i in range(7)]
     for dtype in (np.uint32, np.uint64):
@@ -234,9 +243,30 @@ def test_a_precomputed_mask_plus_the_encoded_update_is_the_masked_update(bits: i
         s.receive({q: outbox[q][p] for q in range(4) if q != p})
     precomputed = setup.ring.encode(update, 9, into=sessions[1].mask_vector())
     assert np.array_equal(precomputed, sessions[1].mask(setup.ring.encode(update, 9)))
+    spent = np.full(update.size + 1, 12345, setup.ring.dtype)  # an earlier attempt's delivered vector
+    assert sessions[1].mask_vector(spent) is spent and np.array_equal(spent, sessions[1].mask_vector())
+    assert np.array_equal(sessions[1].mask_vector(spent[1:]), sessions[1].mask_vector())  # does not fit: unused
     assert precomputed.max() < 2 ** bits
     with pytest.raises(ValueError, match="70001"):
         setup.ring.encode(update[1:], 9, into=sessions[1].mask_vector())
+
+
+def test_a_model_encoded_tensor_by_tensor_equals_its_flat_concatenation() -> None:
+    """Clients encode their update's tensors in place; the vector is the one of the flat update."""
+    rng = np.random.default_rng(5)
+    tensors = [rng.normal(0, 0.3, shape).astype(np.float32) for shape in [(300, 400), (0,), (7,), (65536 + 3,)]]
+    ring = Ring(32, 1.0, 16)
+    flat = np.concatenate([t.reshape(-1) for t in tensors])
+    assert np.array_equal(ring.encode(tensors, 5), ring.encode(flat, 5))
+    with pytest.raises(ValueError, match=f"{flat.size + 1}"):
+        ring.encode(tensors, 5, into=np.zeros(flat.size, ring.dtype))
+    # and back into the model's tensors (the aggregator's float sums), with no flat temporary
+    targets = [np.empty(t.shape, np.float32) for t in tensors]
+    values, weight = ring.decode(ring.encode(tensors, 5))
+    assert ring.decode_into(ring.encode(tensors, 5), targets) == weight == 5
+    assert np.array_equal(np.concatenate([t.reshape(-1) for t in targets]), values.astype(np.float32))
+    with pytest.raises(ValueError, match="does not fill"):
+        ring.decode_into(ring.encode(tensors, 5), targets[1:])
 
 
 @pytest.mark.parametrize("bits", [28, 32, 48, 62, 64])

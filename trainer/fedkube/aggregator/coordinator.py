@@ -216,13 +216,13 @@ class Coordinator:
                 raise UpdateRejected("malformed", f"stream ended before tensor {missing!r} was complete")
             if state.closed:
                 raise UpdateRejected("late", f"round {state.number} closed while the update streamed")
-        except UpdateRejected:
+            fold.commit()  # may still refuse: a chunk folded on another update's turn failed its screen
+        except BaseException:  # refused, or its client went away (the call is cancelled) mid-stream
             if not state.closed:
                 fold.abort()
             raise
         finally:
             state.inflight.pop(partition, None)
-        fold.commit()
         state.accepted_wire_bytes += received
         state.accepted_dense_bytes += sum(s.nbytes for s in decoder.specs)
 

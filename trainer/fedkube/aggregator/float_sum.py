@@ -3,10 +3,13 @@
 A dense float32 chunk is folded block by block, two single-threaded BLAS passes per block over a
 zero-copy view of the received bytes and no temporary: a screen (the root of the sum of squares
 bounds every |value| and is not finite if any value is not), then `sum += weight * values`
-(axpy). A block and the sum's slice fit in a core's L2 cache together, so the axpy reads the block
-the screen just brought in: the memory traffic is the chunk once and the sum's slice read and
-written, against a copy's read and write. (A whole 1 MiB wire chunk and its slice overflow L2, so
-the axpy would fetch much of the chunk again.) Memory: the sum, 1x the model.
+(axpy). Blocks are sized so that they and the sum's slice fit in a core's L2 cache together, so
+the axpy reads the block the screen just brought in: the memory traffic is the chunk once and the
+sum's slice read and written, against a copy's read and write. Memory: the sum, 1x the model.
+
+Chunks of the same elements from several updates streaming at once fold together
+(`fold_together`): each block of the sum is read and written once for all of them, which is most
+of the traffic a fold adds to a copy's. The blocks shrink so that all of them still fit in L2.
 
 A non-finite value never reaches the sum: the blocks of its chunk already added are taken back
 out, as an aborted update's chunks are, which leaves the sum as it was within float32 rounding.
@@ -19,6 +22,7 @@ element, growing at most linearly with the number of updates), not bit for bit.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import threadpoolctl
@@ -31,11 +35,32 @@ from fedkube.protocol.tensors import TensorSpec
 # for cores (and spin-wait on a busy node), which made folds up to ten times slower.
 threadpoolctl.threadpool_limits(1, user_api="blas")
 
-# Bytes per screened block: the block and the sum's slice (2 x 512 KiB) stay in a 2 MiB L2 cache.
-BLOCK_BYTES = 512 * 1024
+
+def l2_cache_bytes(caches: Path = Path("/sys/devices/system/cpu/cpu0/cache"), default: int = 1 << 20) -> int:
+    """A core's L2 cache as Linux reports it, else 1 MiB (the smallest of current server cores)."""
+    units = {"K": 1 << 10, "M": 1 << 20}
+    for index in sorted(caches.glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip()
+                return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        except (OSError, ValueError):
+            continue
+    return default
+
+
+# Bytes of blocks and sum slice folded at once: they stay together in the core's L2 cache.
+CACHE_BYTES = l2_cache_bytes()
+
+
+def block_bytes(parts: int) -> int:
+    """The most bytes per block when `parts` updates' blocks and the sum's slice share CACHE_BYTES."""
+    return CACHE_BYTES // (parts + 1)
 
 
 class FloatSum(RunningSum):
+    folds_together = True
+
     def __init__(self, specs: list[TensorSpec]) -> None:
         self._sums = [np.zeros(s.shape, dtype=sum_dtype(s.dtype)) for s in specs]
         self._flat = [a.reshape(-1) for a in self._sums]
@@ -47,26 +72,37 @@ class FloatSum(RunningSum):
         if not values.size:  # BLAS refuses empty vectors, and there is nothing to add
             return True
         if isinstance(where, slice) and values.dtype == flat.dtype:
-            return self._fold_dense(index, where.start, values, weight)
+            return self.fold_together(index, where.start, [(values, weight)])[0]
         if not all_finite(values, weight, flat.dtype):  # sparse positions, or a narrower dtype (float16)
             return False
         flat[where] += values.astype(flat.dtype, copy=False) * flat.dtype.type(weight)
         return True
 
-    def _fold_dense(self, index: int, start: int, values: np.ndarray, weight: float) -> bool:
+    def fold_together(self, index: int, start: int, parts: list[tuple[np.ndarray, float]]) -> list[bool]:
         flat = self._flat[index]
+        size = parts[0][0].size
+        if any(values.dtype != flat.dtype for values, _ in parts) or not size:
+            return super().fold_together(index, start, parts)
         dot, axpy = self._blas[index]
-        largest, scale = self._largest[index], abs(weight)
-        step = BLOCK_BYTES // values.itemsize
-        for at in range(0, values.size, step):
-            block = values[at:at + step]
-            # One pass clears a normal block; only one that fails the screen is checked value by value.
-            if not math.sqrt(dot(block, block)) * scale < largest and not all_finite(block, weight, flat.dtype):
-                if at:
-                    axpy(values[:at], flat[start:start + at], a=-weight)
-                return False
-            axpy(block, flat[start + at:start + at + block.size], a=weight)
-        return True
+        largest = self._largest[index]
+        ok = [True] * len(parts)
+        blocks = -(-size * flat.itemsize // block_bytes(len(parts)))
+        step = -(-size // blocks)  # equal blocks: no short one costing a call for a few elements
+        # BLAS reads and writes at offsets into the chunk and the sum: no view to make per block.
+        for at in range(0, size, step):
+            n = min(step, size - at)
+            for k, (values, weight) in enumerate(parts):
+                if not ok[k]:
+                    continue
+                # One pass clears a normal block; only one that fails the screen is checked value by value.
+                if not (math.sqrt(dot(values, values, n=n, offx=at, offy=at)) * abs(weight) < largest
+                        or all_finite(values[at:at + n], weight, flat.dtype)):
+                    if at:
+                        axpy(values, flat, n=at, a=-weight, offy=start)
+                    ok[k] = False
+                    continue
+                axpy(values, flat, n=n, a=weight, offx=at, offy=start + at)
+        return ok
 
     @property
     def sums(self) -> list[np.ndarray]:

@@ -16,6 +16,9 @@ import numpy as np
 class RunningSum(ABC):
     """Per-tensor sums of `weight * values`, folded chunk by chunk."""
 
+    # Whether fold_together() costs less than one fold() per part: worth holding a chunk back for.
+    folds_together = False
+
     @abstractmethod
     def fold(self, index: int, where: slice | np.ndarray, values: np.ndarray, weight: float) -> bool:
         """Add `weight * values` at elements `where` (a slice or distinct positions) of tensor `index`.
@@ -24,6 +27,13 @@ class RunningSum(ABC):
         sum: it could never be taken back out. The sum is left as it was (within the rounding of
         any part of the chunk a sum added and took back out, as FloatSum does block by block).
         """
+
+    def fold_together(self, index: int, start: int, parts: list[tuple[np.ndarray, float]]) -> list[bool]:
+        """Fold several updates' chunks of the same elements (`start`, `start + 1`, ...) of tensor `index`.
+
+        Returns, per part, what fold() would have: a part that fails leaves nothing in the sum.
+        """
+        return [self.fold(index, slice(start, start + values.size), values, weight) for values, weight in parts]
 
     @property
     @abstractmethod

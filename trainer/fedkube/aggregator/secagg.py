@@ -46,6 +46,7 @@ from fedkube.strategies import Strategy, Weights
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+STEPS = ("advertise", "share", "mask", "unmask", "done")  # an attempt's steps, in order
 
 
 class MaskedSum:
@@ -102,7 +103,8 @@ class Attempt:
     survivors: frozenset[int] = frozenset()
     dropped: frozenset[int] = frozenset()
     revealed: dict[int, dict[int, bytes]] = field(default_factory=dict)     # revealer -> peer -> share
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)  # an arrival: the round loop waits on it
+    left: dict[str, asyncio.Event] = field(default_factory=lambda: {s: asyncio.Event() for s in STEPS})
 
     def __post_init__(self) -> None:
         self.graph = self.setup.graph()
@@ -117,8 +119,9 @@ class Attempt:
 
     async def move_to(self, step: str, failure: str | None = None) -> None:
         self.step, self.failure = step, failure
-        async with self.changed:
-            self.changed.notify_all()
+        for earlier in STEPS[:STEPS.index(step)]:
+            self.left[earlier].set()
+        await self._notify()
 
     async def until(self, done: Callable[[], bool], timeout: float) -> None:
         """Wait until `done()` or `timeout` seconds, whichever first."""
@@ -131,8 +134,9 @@ class Attempt:
             pass
 
     async def _after(self, step: str) -> None:
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.step != step)
+        """Wait until the attempt has left `step`. Participants wait on an event of the step's own, so
+        each is woken once; on `changed` every arrival would wake them all, n^2 wake-ups a step."""
+        await self.left[step].wait()
         if self.failure is not None:
             raise ProtocolError(f"round {self.setup.round} attempt abandoned: {self.failure}")
 
@@ -146,7 +150,7 @@ class Attempt:
         async with self.changed:
             self.changed.notify_all()
 
-    # --- the four client calls ---------------------------------------------------------------
+    # --- the four client steps ---------------------------------------------------------------
     async def advertise(self, partition: int, keys: tuple[bytes, bytes]) -> dict[int, tuple[bytes, bytes]]:
         self._expect("advertise", partition)
         self.adverts[partition] = keys
@@ -220,7 +224,7 @@ def round_threshold(plan: AggregatorPlan) -> int:
 
 
 class SecAggRounds:
-    """Runs SecAgg+ rounds through the coordinator, and answers the clients' SecAgg calls."""
+    """Runs SecAgg+ rounds through the coordinator, and answers the clients' SecAgg+ steps."""
 
     def __init__(self, plan: AggregatorPlan, coordinator: Coordinator, store: Store | None = None) -> None:
         self.plan, self.coordinator, self.store = plan, coordinator, store
@@ -231,8 +235,18 @@ class SecAggRounds:
         self.first_round = True  # only the round an aggregator starts with can be one an earlier one left
 
     # --- the gRPC side: thin translation ------------------------------------------------------
-    async def handle(self, request: pb.SecAggRequest) -> pb.SecAggReply:
-        attempt, p = self.attempt, request.partition
+    async def handle(self, partition: int, request: pb.SecAggRequest) -> pb.SecAggReply | None:
+        """`partition`'s step (its session's certificate names it); the answer, None for a reveal."""
+        try:
+            return await self._step(partition, request)
+        except ProtocolError as exc:
+            if request.WhichOneof("step") == "reveal":  # unanswered: the unmasking goes on with the others'
+                log.warning("round %d: partition %d's shares refused: %s", request.round, partition, exc)
+                return None
+            return pb.SecAggReply(abandoned=str(exc))
+
+    async def _step(self, p: int, request: pb.SecAggRequest) -> pb.SecAggReply | None:
+        attempt = self.attempt
         if attempt is None or attempt.setup.round != request.round or attempt.tickets.get(p) != request.ticket:
             raise ProtocolError(f"partition {p}: no open SecAgg+ attempt for round {request.round} with this ticket")
         step = request.WhichOneof("step")
@@ -249,7 +263,7 @@ class SecAggRounds:
             return pb.SecAggReply(survivors=pb.Survivors(survived=sorted(survived), dropped=sorted(dropped)))
         if step == "reveal":
             await attempt.reveal(p, {s.partition: s.share for s in request.reveal.shares})
-            return pb.SecAggReply(done=pb.RevealAck())
+            return None
         raise ProtocolError(f"partition {p}: a SecAgg request without a step")
 
     # --- the round loop side ------------------------------------------------------------------
@@ -335,9 +349,11 @@ class SecAggRounds:
             await attempt.move_to("done", "too few survivors")
             return outcome(set(survivors), f"{len(survivors)} masked vectors arrived; threshold {self.threshold}, "
                                            f"spec.clients.minAvailable {self.plan.min_available}")
-        # Written while the survivors reveal (an fsync costs as much as a round trip): the record is
-        # public, and a crash before it is on disk only means the round starts afresh.
-        record = asyncio.ensure_future(asyncio.to_thread(self._persist, attempt, shared, survivors, masked))
+        # Written while the survivors reveal and the masks come off (its fsyncs cost more than a round
+        # trip), from a copy of the masked sum taken now: the record is public, and a crash before it
+        # is on disk only means the round starts afresh.
+        record = asyncio.ensure_future(asyncio.to_thread(self._persist, self._record(attempt, shared, survivors,
+                                                                                      masked)))
         attempt.survivors, attempt.dropped = survivors, shared - survivors
         await attempt.move_to("unmask")
         return outcome(set(survivors), await self._unmask(attempt, masked, plain, shared, record))
@@ -346,11 +362,10 @@ class SecAggRounds:
                       record: asyncio.Future[list[str]] | list[str]) -> str | None:
         """Wait for the survivors' shares, remove the masks and decode the sum into `plain`; why not, if not.
 
-        `record`: the keys of the attempt's masked record, or their write still under way (it reads
-        the masked sum, so it ends before the masks come off).
+        `record`: the keys of the attempt's masked record, or their write still under way (awaited
+        only to drop the record once the sum is unmasked).
         """
         await attempt.until(attempt.can_unmask, self.plan.round_timeout_seconds)
-        record = record if isinstance(record, list) else await record
         attempt.mark("reveal")
         setup, survivors = attempt.setup, attempt.survivors
         try:  # in a thread: removing the masks is model-sized work the event loop should not wait on
@@ -360,15 +375,10 @@ class SecAggRounds:
             await attempt.move_to("done", str(exc))
             return str(exc)
         finally:  # unmasked, or never to be: a fresh attempt has other keys
-            self._forget(record)
+            self._forget(record if isinstance(record, list) else await record)
         attempt.mark("unmask")
         await attempt.move_to("done")
-        values, weight = self.ring.decode(masked.total)
-        start = 0
-        for target in plain.sums:
-            size = target.size
-            target.reshape(-1)[:] = values[start:start + size]
-            start += size
+        weight = self.ring.decode_into(masked.total, plain.sums)
         plain.total_weight, plain.count = float(weight), len(survivors)
         attempt.mark("decode")
         log.info("round %d: SecAgg+ unmasked the sum of %d updates (%d dropped after sharing, %d revealers); "
@@ -415,13 +425,13 @@ class SecAggRounds:
         return RoundOutcome(number, sorted(survivors), sorted(survivors), sorted(shared - survivors), {}, plain, [],
                             0, 0, time.monotonic() - started)
 
-    def _persist(self, attempt: Attempt, shared: frozenset[int], survivors: frozenset[int],
-                 masked: MaskedSum) -> list[str]:
-        """The masked sum and the public round record under the round: enough to finish unmasking after a
-        restart, and nothing more (masked vectors and public keys reveal no update). Returns the keys written.
+    def _record(self, attempt: Attempt, shared: frozenset[int], survivors: frozenset[int],
+                masked: MaskedSum) -> dict[str, bytes]:
+        """The masked sum and the public round record, as the files that hold them under the round: enough
+        to finish unmasking after a restart, and nothing more (masked vectors and public keys reveal no update).
         """
         if self.store is None:
-            return []
+            return {}
         setup = attempt.setup
         prefix = f"secagg/round-{setup.round:06d}-{setup.nonce}"
         record = {"setup": setup.to_json(), "shared": sorted(shared), "survivors": sorted(survivors),
@@ -429,10 +439,14 @@ class SecAggRounds:
                   "tickets": {str(p): attempt.tickets[p] for p in sorted(survivors)}}
         buffer = io.BytesIO()
         np.save(buffer, masked.total)
-        keys = [f"{prefix}/masked-sum.npy", f"{prefix}/round.json"]
-        self.store.put(keys[0], buffer.getvalue())
-        self.store.put(keys[1], json.dumps(record).encode())
-        return keys
+        return {f"{prefix}/masked-sum.npy": buffer.getvalue(), f"{prefix}/round.json": json.dumps(record).encode()}
+
+    def _persist(self, files: dict[str, bytes]) -> list[str]:
+        """Write the record's files, the round record last (it marks the record complete); their keys."""
+        assert self.store is not None or not files
+        for key, data in files.items():
+            self.store.put(key, data)
+        return list(files)
 
     def _load(self, number: int) -> tuple[list[str], dict, np.ndarray] | None:
         """The masked record of round `number` that an earlier aggregator left, if any.

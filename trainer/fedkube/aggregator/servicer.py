@@ -16,7 +16,6 @@ from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import TensorSpec, chunk_views, inline_chunks, spec_from_header
 from fedkube.protocol.wire import data_message, data_payload, parse_envelope
-from fedkube.secure.secagg import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +123,8 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
 
     async def Session(self, request_iterator: AsyncIterator[bytes],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Envelope | bytes]:
-        """GetTask and SubmitUpdate for the whole job on one stream (see the .proto): a round of a small
-        model is two messages instead of two calls, each a new HTTP/2 stream and server task."""
+        """GetTask and SubmitUpdate for the whole job on one stream, and SecAgg+'s steps (see the .proto): a round
+        of a small model is two messages instead of two calls, each a new HTTP/2 stream and server task."""
         messages = aiter(request_iterator)
         opening = await self._read(context, messages)
         if opening is None or not opening.HasField("next"):
@@ -142,18 +141,27 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             if inline is None:
                 for chunk in self._chunks(task):
                     yield chunk
-            answer = await self._read(context, messages)
-            if answer is None:  # the client closed its side
-                return
-            if answer.HasField("update"):
-                reply, framed = await self._submit(context, answer.update, messages, bounded=True)
-                if not reply.accepted or self.secagg is not None:  # see the .proto: who waits for a verdict
-                    yield pb.Envelope(reply=reply)
-                if not framed:
+            while True:  # the client's update or `next`; with SecAgg+ its steps too, and always `next` last
+                answer = await self._read(context, messages)
+                if answer is None:  # the client closed its side
+                    return
+                if answer.HasField("secagg") and self.secagg is not None:
+                    if (step := await self.secagg.handle(partition, answer.secagg)) is not None:
+                        yield pb.Envelope(secagg_reply=step)
+                elif answer.HasField("update"):
+                    reply, framed = await self._submit(context, answer.update, messages, bounded=True)
+                    if not reply.accepted or self.secagg is not None:  # see the .proto: who waits for a verdict
+                        yield pb.Envelope(reply=reply)
+                    if not framed:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                            f"the update's data did not match its headers: {reply.reason}")
+                    if self.secagg is None:
+                        break
+                elif answer.HasField("next"):  # the client passes on this round, or is done with it
+                    break
+                else:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                        f"the update's data did not match its headers: {reply.reason}")
-            elif not answer.HasField("next"):  # `next`: the client passes on this round
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expected an update or a TaskRequest")
+                                        "expected an update, a SecAgg+ step or a TaskRequest")
 
     @staticmethod
     async def _read(context: grpc.aio.ServicerContext, messages: AsyncIterator[bytes]) -> pb.Envelope | None:
@@ -196,12 +204,3 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         return pb.StatusReply(json=json.dumps(self.status()))
-
-    async def SecAgg(self, request: pb.SecAggRequest, context: grpc.aio.ServicerContext) -> pb.SecAggReply:
-        await self._bind(context, request.partition)
-        if self.secagg is None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this job does not use SecAgg+")
-        try:
-            return await self.secagg.handle(request)
-        except ProtocolError as exc:
-            await context.abort(grpc.StatusCode.ABORTED, str(exc))

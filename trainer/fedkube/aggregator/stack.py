@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedkube.aggregator.accumulate import check_specs, check_weight, reject_non_finite
+from fedkube.aggregator.accumulate import check_specs, check_weight, rejection
 from fedkube.protocol.tensors import TensorSpec
 
 
@@ -59,7 +59,7 @@ class StackFold:
 
     def _checked(self, index: int, values: np.ndarray) -> np.ndarray:
         if not np.isfinite(values.sum(dtype=np.float64)):
-            reject_non_finite(self.target.specs[index].name, values)
+            raise rejection(self.target.specs[index].name, values)
         return values
 
     def add_dense(self, index: int, start: int, values: np.ndarray) -> None:

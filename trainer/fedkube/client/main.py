@@ -147,7 +147,7 @@ class Client:
             info = self.stream.next_task()
             if isinstance(info, pb.JobDone):
                 return info
-            self._join_secure_aggregation(info)  # SecAgg+'s key exchange runs while the weights stream in
+            self._join_secure_aggregation(info)  # SecAgg+'s keys go out while the weights stream in
             return info, self.stream.weights(info)
         except (grpc.RpcError, SessionEnded):
             self._drop_stream()
@@ -212,23 +212,27 @@ class Client:
             info, weights = task
             set_context(round=info.round)
             answered = False  # the session expects an update, or a pass, for every round it serves
+            secagg = self.secagg if self.secagg is not None and self.secagg.serves_again(info) else None
             try:
-                secagg = self.secagg if self.secagg is not None and self.secagg.serves_again(info) else None
                 if secagg is not None and secagg.masked:  # a restarted aggregator finishing this attempt
-                    secagg.unmask()
+                    secagg.unmask(self.stream)
                     continue
+                if secagg is not None:
+                    secagg.share(self.stream)
                 update = self.train_round(info, weights, secagg)
                 answered = True
                 reply = self._submit(info, update, verdict=secagg is not None)
                 if reply is not None and reply.accepted and secagg is not None:
-                    secagg.unmask()
+                    secagg.unmask(self.stream)
             except ProtocolError as exc:
                 log.warning("round %d: secure aggregation attempt left: %s", info.round, exc)
-            except grpc.RpcError as exc:  # a SecAgg call: the round may have closed under us; the next one goes on
-                log.warning("round %d: update not delivered: %s", info.round, exc.details())
+            except (grpc.RpcError, SessionEnded) as exc:  # a SecAgg+ step: the next round reopens the session
+                self._drop_stream()
+                log.warning("round %d: update not delivered: %s", info.round,
+                            exc.details() if isinstance(exc, grpc.RpcError) else exc)
             finally:
-                if not answered and self.stream is not None:
-                    self.stream.pass_round()
+                if (not answered or secagg is not None) and self.stream is not None:
+                    self.stream.pass_round()  # with SecAgg+, a round always ends so
 
     def _submit(self, info: pb.RoundInfo, update: Iterable[Message], verdict: bool) -> pb.SubmitReply | None:
         """The aggregator's verdict if we wait for one; None if not, or if the session broke first (the
@@ -243,11 +247,12 @@ class Client:
             return None
 
     def _join_secure_aggregation(self, info: pb.RoundInfo) -> None:
-        """With SecAgg+, start agreeing keys and exchanging shares for a new attempt (not one served again)."""
+        """With SecAgg+, advertise keys for a new attempt (not one served again) while the weights stream in."""
         config = json.loads(info.config_json or "{}")
         if "secagg" in config and not (self.secagg is not None and self.secagg.serves_again(info)):
-            self.secagg = SecAggParticipant(self.stub, info, self.plan.partition, config["secagg"])
-            self.secagg.start()
+            assert self.stream is not None  # the round came from it
+            self.secagg = SecAggParticipant(info, self.plan.partition, config["secagg"], self.secagg)
+            self.secagg.advertise(self.stream)
 
 
 def run_client(plan: ClientPlan, options: ConnectOptions) -> int:

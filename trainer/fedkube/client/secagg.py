@@ -1,11 +1,11 @@
-"""A client's part in one SecAgg+ attempt, over the aggregator's SecAgg call.
+"""A client's part in one SecAgg+ attempt, on its Session stream.
 
-Keys are agreed, shares exchanged and the total mask expanded in a background thread while the
-client trains: none of it depends on the update, and the two exchanges are round trips that
-wait for every other participant, so training hides both their latency and the mask's cost.
-The masked vector (the update encoded onto that mask) replaces the plain update in
-SubmitUpdate; after it, the client answers the unmasking query with exactly one share per
-neighbour. The client keeps its last attempt until the next round, so that an aggregator
+The keys go out as soon as the round is served, while its weights stream in; once the weights are
+in, the shares are exchanged (each exchange waits for every other participant) and the total
+mask is expanded in a background thread while the client trains: none of it depends on the
+update, so training hides the mask's cost. The masked vector (the update encoded onto that mask)
+replaces the plain update; after it, the client answers the unmasking query with exactly one share
+per neighbour. The client keeps its last attempt until the next round, so that an aggregator
 restarted mid-unmasking, serving that attempt again, gets the same shares once more.
 """
 
@@ -18,67 +18,78 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
-import grpc
 import numpy as np
 
+from fedkube.client.session import SessionEnded, TaskStream
 from fedkube.protocol import fedkube_pb2 as pb
-from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
-from fedkube.secure.secagg import MASKED_TENSOR, ClientSession, RoundSetup
+from fedkube.secure.secagg import MASKED_TENSOR, ClientSession, ProtocolError, RoundSetup
 
 log = logging.getLogger(__name__)
 
 
 class SecAggParticipant:
-    def __init__(self, stub: pb_grpc.AggregatorStub, info: pb.RoundInfo, partition: int,
-                 config: Mapping[str, Any]) -> None:
-        self.stub, self.info, self.partition = stub, info, partition
+    def __init__(self, info: pb.RoundInfo, partition: int, config: Mapping[str, Any],
+                 previous: SecAggParticipant | None = None) -> None:
+        self.info, self.partition = info, partition
         self.session = ClientSession(RoundSetup.from_json(config), partition)
         self.mask: Future[np.ndarray] = Future()
         self.masked = False  # our masked vector was made: from now on we only ever reveal
-
-    def start(self) -> None:
-        """Steps 1 and 2 and the total mask, in the background (see the module)."""
-        threading.Thread(target=self._prepare, name=f"secagg-round-{self.info.round}", daemon=True).start()
-
-    def _prepare(self) -> None:
-        try:
-            self.exchange_keys()
-            self.mask.set_result(self.session.mask_vector())
-        except Exception as exc:  # masked_update raises it in turn, so no update is sent
-            log.warning("round %d: SecAgg+ attempt left before masking: %s", self.info.round,
-                        exc.details() if isinstance(exc, grpc.RpcError) else exc)
-            self.mask.set_exception(exc)
+        self.vector: np.ndarray | None = None  # the masked vector; once we revealed, it was delivered
+        self.revealed = False
+        # The previous attempt's delivered vector takes this one's mask: no fresh model-sized pages.
+        self.spare = previous.vector if previous is not None and previous.revealed else None
 
     def serves_again(self, info: pb.RoundInfo) -> bool:
         """Whether `info` is our attempt served again: a restarted aggregator finishing its unmasking."""
         setup = json.loads(info.config_json or "{}").get("secagg") or {}
         return info.round == self.info.round and setup.get("nonce") == self.session.setup.nonce
 
-    def _call(self, **step: Any) -> pb.SecAggReply:
-        return self.stub.SecAgg(pb.SecAggRequest(partition=self.partition, round=self.info.round,
-                                                 ticket=self.info.ticket, **step))
+    def _send(self, stream: TaskStream, **step: Any) -> None:
+        stream.send(pb.Envelope(secagg=pb.SecAggRequest(round=self.info.round, ticket=self.info.ticket, **step)))
 
-    def exchange_keys(self) -> None:
-        """Steps 1 and 2: advertise our keys, send sealed shares, keep the ones sent to us."""
+    @staticmethod
+    def _answer(stream: TaskStream, step: str) -> Any:
+        """The aggregator's answer to our last step; ProtocolError when it abandoned the attempt."""
+        reply = stream.secagg_reply()
+        kind = reply.WhichOneof("step")
+        if kind == "abandoned":
+            raise ProtocolError(reply.abandoned)
+        if kind != step:
+            raise SessionEnded(f"the aggregator answered a SecAgg+ step with {kind!r}, not {step!r}")
+        return getattr(reply, step)
+
+    def advertise(self, stream: TaskStream) -> None:
+        """Step 1, as the round is served: our public keys (answered once every participant's are in)."""
         c_key, s_key = self.session.advert()
-        reply = self._call(advertise=pb.PeerKeys(partition=self.partition, cipher_key=c_key, mask_key=s_key))
-        keys = {k.partition: (k.cipher_key, k.mask_key) for k in reply.keys.peers}
+        self._send(stream, advertise=pb.PeerKeys(partition=self.partition, cipher_key=c_key, mask_key=s_key))
+
+    def share(self, stream: TaskStream) -> None:
+        """Step 2: the neighbours' keys in, our sealed shares out, theirs to us in; then the mask, in the background."""
+        keys = {k.partition: (k.cipher_key, k.mask_key) for k in self._answer(stream, "keys").peers}
         sealed = self.session.share(keys)
-        reply = self._call(share=pb.SealedShares(shares=[pb.SealedShare(partition=p, sealed=b)
+        self._send(stream, share=pb.SealedShares(shares=[pb.SealedShare(partition=p, sealed=b)
                                                          for p, b in sorted(sealed.items())]))
-        self.session.receive({s.partition: s.sealed for s in reply.shares.shares})
+        self.session.receive({s.partition: s.sealed for s in self._answer(stream, "shares").shares})
+        threading.Thread(target=self._expand, name=f"secagg-round-{self.info.round}", daemon=True).start()
+
+    def _expand(self) -> None:
+        try:
+            self.mask.set_result(self.session.mask_vector(self.spare))
+        except Exception as exc:  # masked_update raises it in turn, so no update is sent
+            self.mask.set_exception(exc)
 
     def masked_update(self, update: Mapping[str, np.ndarray], num_examples: int) -> dict[str, np.ndarray]:
         """Step 3: the update (in the aggregator's tensor order), weighted, quantised and added to the mask."""
-        flat = np.concatenate([a.reshape(-1) for a in update.values()]) if update else np.zeros(0, np.float32)
-        masked = self.session.setup.ring.encode(flat, num_examples, into=self.mask.result())
+        self.vector = self.session.setup.ring.encode(list(update.values()), num_examples, into=self.mask.result())
         self.masked = True
-        return {MASKED_TENSOR: masked}
+        return {MASKED_TENSOR: self.vector}
 
-    def unmask(self) -> None:
+    def unmask(self, stream: TaskStream) -> None:
         """Step 4: reveal one share per neighbour, as the survivor lists ask."""
-        reply = self._call(unmask=pb.UnmaskQuery())
-        shares = self.session.reveal(reply.survivors.survived, reply.survivors.dropped)
-        self._call(reveal=pb.RevealedShares(shares=[pb.RevealedShare(partition=p, share=b)
-                                                    for p, b in sorted(shares.items())]))
+        self._send(stream, unmask=pb.UnmaskQuery())
+        survivors = self._answer(stream, "survivors")
+        shares = self.session.reveal(survivors.survived, survivors.dropped)
+        self._send(stream, reveal=pb.RevealedShares(shares=[pb.RevealedShare(partition=p, share=b)
+                                                            for p, b in sorted(shares.items())]))
+        self.revealed = True
         log.info("round %d: revealed %d shares for unmasking", self.info.round, len(shares))

@@ -95,8 +95,20 @@ class TaskStream:
         _log_verdict(round_number, reply.reply)
         return reply.reply
 
+    def send(self, envelope: pb.Envelope) -> None:
+        """A message of the round just served that waits for no answer here (e.g. a SecAgg+ step)."""
+        self._outbox.put([envelope])
+
+    def secagg_reply(self) -> pb.SecAggReply:
+        """The aggregator's answer to our last SecAgg+ step."""
+        reply = self._receive()
+        if not reply.HasField("secagg_reply"):
+            raise SessionEnded("the aggregator answered a SecAgg+ step with something else")
+        return reply.secagg_reply
+
     def pass_round(self) -> None:
-        """Answer the round just served without an update (e.g. a secure aggregation attempt left)."""
+        """End the round just served: without an update (e.g. a secure aggregation attempt left), or, with
+        SecAgg+, after the update and the reveal."""
         self._outbox.put([pb.Envelope(next=pb.TaskRequest())])
 
     def close(self) -> None:

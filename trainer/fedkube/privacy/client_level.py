@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fedkube.aggregator.accumulate import UpdateFold, WeightedSum
+from fedkube.aggregator.accumulate import UpdateFold, WeightedSum, check_weight
 from fedkube.privacy.accountant import Accountant, RoundEvent
 from fedkube.privacy.adaptive import AdaptiveClipNorm
 from fedkube.privacy.base import CONFIG_KEY, UNCLIPPED_METRIC, AggregatorPrivacy, budget_message, scrub
@@ -68,7 +68,7 @@ class ClippedSum(WeightedSum):
         self.bound = bound
 
     def begin(self, weight: float) -> UpdateFold:
-        super().begin(weight)  # still refuses a malformed weight
+        check_weight(weight)  # still refuses a malformed weight
         return ClippedFold(self)
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rfedkube.proto\x12\nfedkube.v1\" \n\x0bJoinRequest\x12\x11\n\tpartition\x18\x01 \x01(\x05\"9\n\tJoinReply\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\"1\n\x0bTaskRequest\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0f\n\x07session\x18\x02 \x01(\t\"J\n\x0cTensorHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\"\x8a\x01\n\tRoundInfo\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x0e\n\x06rounds\x18\x02 \x01(\x05\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12)\n\x07tensors\x18\x05 \x03(\x0b\x32\x18.fedkube.v1.TensorHeader\x12\x0e\n\x06inline\x18\x06 \x01(\x0c\"\xf5\x01\n\nUpdateInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x12\x34\n\x07metrics\x18\x05 \x03(\x0b\x32#.fedkube.v1.UpdateInfo.MetricsEntry\x12)\n\x07tensors\x18\x06 \x03(\x0b\x32\x18.fedkube.v1.TensorHeader\x12\x0e\n\x06inline\x18\x07 \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"-\n\x07JobDone\x12\x11\n\tsucceeded\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xec\x01\n\x08\x45nvelope\x12&\n\x05round\x18\x01 \x01(\x0b\x32\x15.fedkube.v1.RoundInfoH\x00\x12(\n\x06update\x18\x02 \x01(\x0b\x32\x16.fedkube.v1.UpdateInfoH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12#\n\x04\x64one\x18\x04 \x01(\x0b\x32\x13.fedkube.v1.JobDoneH\x00\x12\'\n\x04next\x18\x05 \x01(\x0b\x32\x17.fedkube.v1.TaskRequestH\x00\x12(\n\x05reply\x18\x06 \x01(\x0b\x32\x17.fedkube.v1.SubmitReplyH\x00\x42\x06\n\x04\x62ody\"/\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"\x1b\n\x0bStatusReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"C\n\x08PeerKeys\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x12\n\ncipher_key\x18\x02 \x01(\x0c\x12\x10\n\x08mask_key\x18\x03 \x01(\x0c\".\n\x07KeyList\x12#\n\x05peers\x18\x01 \x03(\x0b\x32\x14.fedkube.v1.PeerKeys\"0\n\x0bSealedShare\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"7\n\x0cSealedShares\x12\'\n\x06shares\x18\x01 \x03(\x0b\x32\x17.fedkube.v1.SealedShare\"\r\n\x0bUnmaskQuery\".\n\tSurvivors\x12\x10\n\x08survived\x18\x01 \x03(\x05\x12\x0f\n\x07\x64ropped\x18\x02 \x03(\x05\"1\n\rRevealedShare\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\r\n\x05share\x18\x02 \x01(\x0c\";\n\x0eRevealedShares\x12)\n\x06shares\x18\x01 \x03(\x0b\x32\x19.fedkube.v1.RevealedShare\"\x0b\n\tRevealAck\"\xf8\x01\n\rSecAggRequest\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12)\n\tadvertise\x18\x04 \x01(\x0b\x32\x14.fedkube.v1.PeerKeysH\x00\x12)\n\x05share\x18\x05 \x01(\x0b\x32\x18.fedkube.v1.SealedSharesH\x00\x12)\n\x06unmask\x18\x06 \x01(\x0b\x32\x17.fedkube.v1.UnmaskQueryH\x00\x12,\n\x06reveal\x18\x07 \x01(\x0b\x32\x1a.fedkube.v1.RevealedSharesH\x00\x42\x06\n\x04step\"\xb9\x01\n\x0bSecAggReply\x12#\n\x04keys\x18\x01 \x01(\x0b\x32\x13.fedkube.v1.KeyListH\x00\x12*\n\x06shares\x18\x02 \x01(\x0b\x32\x18.fedkube.v1.SealedSharesH\x00\x12*\n\tsurvivors\x18\x03 \x01(\x0b\x32\x15.fedkube.v1.SurvivorsH\x00\x12%\n\x04\x64one\x18\x04 \x01(\x0b\x32\x15.fedkube.v1.RevealAckH\x00\x42\x06\n\x04step2\xf8\x02\n\nAggregator\x12\x36\n\x04Join\x12\x17.fedkube.v1.JoinRequest\x1a\x15.fedkube.v1.JoinReply\x12:\n\x07GetTask\x12\x17.fedkube.v1.TaskRequest\x1a\x14.fedkube.v1.Envelope0\x01\x12?\n\x0cSubmitUpdate\x12\x14.fedkube.v1.Envelope\x1a\x17.fedkube.v1.SubmitReply(\x01\x12\x39\n\x07Session\x12\x14.fedkube.v1.Envelope\x1a\x14.fedkube.v1.Envelope(\x01\x30\x01\x12<\n\x06Status\x12\x19.fedkube.v1.StatusRequest\x1a\x17.fedkube.v1.StatusReply\x12<\n\x06SecAgg\x12\x19.fedkube.v1.SecAggRequest\x1a\x17.fedkube.v1.SecAggReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rfedkube.proto\x12\nfedkube.v1\" \n\x0bJoinRequest\x12\x11\n\tpartition\x18\x01 \x01(\x05\"9\n\tJoinReply\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\"1\n\x0bTaskRequest\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0f\n\x07session\x18\x02 \x01(\t\"J\n\x0cTensorHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\"\x8a\x01\n\tRoundInfo\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x0e\n\x06rounds\x18\x02 \x01(\x05\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12)\n\x07tensors\x18\x05 \x03(\x0b\x32\x18.fedkube.v1.TensorHeader\x12\x0e\n\x06inline\x18\x06 \x01(\x0c\"\xf5\x01\n\nUpdateInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x12\x34\n\x07metrics\x18\x05 \x03(\x0b\x32#.fedkube.v1.UpdateInfo.MetricsEntry\x12)\n\x07tensors\x18\x06 \x03(\x0b\x32\x18.fedkube.v1.TensorHeader\x12\x0e\n\x06inline\x18\x07 \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"-\n\x07JobDone\x12\x11\n\tsucceeded\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xca\x02\n\x08\x45nvelope\x12&\n\x05round\x18\x01 \x01(\x0b\x32\x15.fedkube.v1.RoundInfoH\x00\x12(\n\x06update\x18\x02 \x01(\x0b\x32\x16.fedkube.v1.UpdateInfoH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12#\n\x04\x64one\x18\x04 \x01(\x0b\x32\x13.fedkube.v1.JobDoneH\x00\x12\'\n\x04next\x18\x05 \x01(\x0b\x32\x17.fedkube.v1.TaskRequestH\x00\x12(\n\x05reply\x18\x06 \x01(\x0b\x32\x17.fedkube.v1.SubmitReplyH\x00\x12+\n\x06secagg\x18\x07 \x01(\x0b\x32\x19.fedkube.v1.SecAggRequestH\x00\x12/\n\x0csecagg_reply\x18\x08 \x01(\x0b\x32\x17.fedkube.v1.SecAggReplyH\x00\x42\x06\n\x04\x62ody\"/\n\x0bSubmitReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"\x1b\n\x0bStatusReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"C\n\x08PeerKeys\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x12\n\ncipher_key\x18\x02 \x01(\x0c\x12\x10\n\x08mask_key\x18\x03 \x01(\x0c\".\n\x07KeyList\x12#\n\x05peers\x18\x01 \x03(\x0b\x32\x14.fedkube.v1.PeerKeys\"0\n\x0bSealedShare\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"7\n\x0cSealedShares\x12\'\n\x06shares\x18\x01 \x03(\x0b\x32\x17.fedkube.v1.SealedShare\"\r\n\x0bUnmaskQuery\".\n\tSurvivors\x12\x10\n\x08survived\x18\x01 \x03(\x05\x12\x0f\n\x07\x64ropped\x18\x02 \x03(\x05\"1\n\rRevealedShare\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\r\n\x05share\x18\x02 \x01(\x0c\";\n\x0eRevealedShares\x12)\n\x06shares\x18\x01 \x03(\x0b\x32\x19.fedkube.v1.RevealedShare\"\xeb\x01\n\rSecAggRequest\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12)\n\tadvertise\x18\x04 \x01(\x0b\x32\x14.fedkube.v1.PeerKeysH\x00\x12)\n\x05share\x18\x05 \x01(\x0b\x32\x18.fedkube.v1.SealedSharesH\x00\x12)\n\x06unmask\x18\x06 \x01(\x0b\x32\x17.fedkube.v1.UnmaskQueryH\x00\x12,\n\x06reveal\x18\x07 \x01(\x0b\x32\x1a.fedkube.v1.RevealedSharesH\x00\x42\x06\n\x04stepJ\x04\x08\x01\x10\x02\"\xad\x01\n\x0bSecAggReply\x12#\n\x04keys\x18\x01 \x01(\x0b\x32\x13.fedkube.v1.KeyListH\x00\x12*\n\x06shares\x18\x02 \x01(\x0b\x32\x18.fedkube.v1.SealedSharesH\x00\x12*\n\tsurvivors\x18\x03 \x01(\x0b\x32\x15.fedkube.v1.SurvivorsH\x00\x12\x13\n\tabandoned\x18\x05 \x01(\tH\x00\x42\x06\n\x04stepJ\x04\x08\x04\x10\x05\x32\xba\x02\n\nAggregator\x12\x36\n\x04Join\x12\x17.fedkube.v1.JoinRequest\x1a\x15.fedkube.v1.JoinReply\x12:\n\x07GetTask\x12\x17.fedkube.v1.TaskRequest\x1a\x14.fedkube.v1.Envelope0\x01\x12?\n\x0cSubmitUpdate\x12\x14.fedkube.v1.Envelope\x1a\x17.fedkube.v1.SubmitReply(\x01\x12\x39\n\x07Session\x12\x14.fedkube.v1.Envelope\x1a\x14.fedkube.v1.Envelope(\x01\x30\x01\x12<\n\x06Status\x12\x19.fedkube.v1.StatusRequest\x1a\x17.fedkube.v1.StatusReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,35 +50,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBDONE']._serialized_start=638
   _globals['_JOBDONE']._serialized_end=683
   _globals['_ENVELOPE']._serialized_start=686
-  _globals['_ENVELOPE']._serialized_end=922
-  _globals['_SUBMITREPLY']._serialized_start=924
-  _globals['_SUBMITREPLY']._serialized_end=971
-  _globals['_STATUSREQUEST']._serialized_start=973
-  _globals['_STATUSREQUEST']._serialized_end=988
-  _globals['_STATUSREPLY']._serialized_start=990
-  _globals['_STATUSREPLY']._serialized_end=1017
-  _globals['_PEERKEYS']._serialized_start=1019
-  _globals['_PEERKEYS']._serialized_end=1086
-  _globals['_KEYLIST']._serialized_start=1088
-  _globals['_KEYLIST']._serialized_end=1134
-  _globals['_SEALEDSHARE']._serialized_start=1136
-  _globals['_SEALEDSHARE']._serialized_end=1184
-  _globals['_SEALEDSHARES']._serialized_start=1186
-  _globals['_SEALEDSHARES']._serialized_end=1241
-  _globals['_UNMASKQUERY']._serialized_start=1243
-  _globals['_UNMASKQUERY']._serialized_end=1256
-  _globals['_SURVIVORS']._serialized_start=1258
-  _globals['_SURVIVORS']._serialized_end=1304
-  _globals['_REVEALEDSHARE']._serialized_start=1306
-  _globals['_REVEALEDSHARE']._serialized_end=1355
-  _globals['_REVEALEDSHARES']._serialized_start=1357
-  _globals['_REVEALEDSHARES']._serialized_end=1416
-  _globals['_REVEALACK']._serialized_start=1418
-  _globals['_REVEALACK']._serialized_end=1429
-  _globals['_SECAGGREQUEST']._serialized_start=1432
-  _globals['_SECAGGREQUEST']._serialized_end=1680
-  _globals['_SECAGGREPLY']._serialized_start=1683
-  _globals['_SECAGGREPLY']._serialized_end=1868
-  _globals['_AGGREGATOR']._serialized_start=1871
-  _globals['_AGGREGATOR']._serialized_end=2247
+  _globals['_ENVELOPE']._serialized_end=1016
+  _globals['_SUBMITREPLY']._serialized_start=1018
+  _globals['_SUBMITREPLY']._serialized_end=1065
+  _globals['_STATUSREQUEST']._serialized_start=1067
+  _globals['_STATUSREQUEST']._serialized_end=1082
+  _globals['_STATUSREPLY']._serialized_start=1084
+  _globals['_STATUSREPLY']._serialized_end=1111
+  _globals['_PEERKEYS']._serialized_start=1113
+  _globals['_PEERKEYS']._serialized_end=1180
+  _globals['_KEYLIST']._serialized_start=1182
+  _globals['_KEYLIST']._serialized_end=1228
+  _globals['_SEALEDSHARE']._serialized_start=1230
+  _globals['_SEALEDSHARE']._serialized_end=1278
+  _globals['_SEALEDSHARES']._serialized_start=1280
+  _globals['_SEALEDSHARES']._serialized_end=1335
+  _globals['_UNMASKQUERY']._serialized_start=1337
+  _globals['_UNMASKQUERY']._serialized_end=1350
+  _globals['_SURVIVORS']._serialized_start=1352
+  _globals['_SURVIVORS']._serialized_end=1398
+  _globals['_REVEALEDSHARE']._serialized_start=1400
+  _globals['_REVEALEDSHARE']._serialized_end=1449
+  _globals['_REVEALEDSHARES']._serialized_start=1451
+  _globals['_REVEALEDSHARES']._serialized_end=1510
+  _globals['_SECAGGREQUEST']._serialized_start=1513
+  _globals['_SECAGGREQUEST']._serialized_end=1748
+  _globals['_SECAGGREPLY']._serialized_start=1751
+  _globals['_SECAGGREPLY']._serialized_end=1924
+  _globals['_AGGREGATOR']._serialized_start=1927
+  _globals['_AGGREGATOR']._serialized_end=2241
 # @@protoc_insertion_point(module_scope)

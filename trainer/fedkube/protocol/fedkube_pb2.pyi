@@ -92,20 +92,24 @@ class JobDone(_message.Message):
     def __init__(self, succeeded: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("round", "update", "data", "done", "next", "reply")
+    __slots__ = ("round", "update", "data", "done", "next", "reply", "secagg", "secagg_reply")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     NEXT_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_REPLY_FIELD_NUMBER: _ClassVar[int]
     round: RoundInfo
     update: UpdateInfo
     data: bytes
     done: JobDone
     next: TaskRequest
     reply: SubmitReply
-    def __init__(self, round: _Optional[_Union[RoundInfo, _Mapping]] = ..., update: _Optional[_Union[UpdateInfo, _Mapping]] = ..., data: _Optional[bytes] = ..., done: _Optional[_Union[JobDone, _Mapping]] = ..., next: _Optional[_Union[TaskRequest, _Mapping]] = ..., reply: _Optional[_Union[SubmitReply, _Mapping]] = ...) -> None: ...
+    secagg: SecAggRequest
+    secagg_reply: SecAggReply
+    def __init__(self, round: _Optional[_Union[RoundInfo, _Mapping]] = ..., update: _Optional[_Union[UpdateInfo, _Mapping]] = ..., data: _Optional[bytes] = ..., done: _Optional[_Union[JobDone, _Mapping]] = ..., next: _Optional[_Union[TaskRequest, _Mapping]] = ..., reply: _Optional[_Union[SubmitReply, _Mapping]] = ..., secagg: _Optional[_Union[SecAggRequest, _Mapping]] = ..., secagg_reply: _Optional[_Union[SecAggReply, _Mapping]] = ...) -> None: ...
 
 class SubmitReply(_message.Message):
     __slots__ = ("accepted", "reason")
@@ -181,36 +185,30 @@ class RevealedShares(_message.Message):
     shares: _containers.RepeatedCompositeFieldContainer[RevealedShare]
     def __init__(self, shares: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ...) -> None: ...
 
-class RevealAck(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
 class SecAggRequest(_message.Message):
-    __slots__ = ("partition", "round", "ticket", "advertise", "share", "unmask", "reveal")
-    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("round", "ticket", "advertise", "share", "unmask", "reveal")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
     ADVERTISE_FIELD_NUMBER: _ClassVar[int]
     SHARE_FIELD_NUMBER: _ClassVar[int]
     UNMASK_FIELD_NUMBER: _ClassVar[int]
     REVEAL_FIELD_NUMBER: _ClassVar[int]
-    partition: int
     round: int
     ticket: str
     advertise: PeerKeys
     share: SealedShares
     unmask: UnmaskQuery
     reveal: RevealedShares
-    def __init__(self, partition: _Optional[int] = ..., round: _Optional[int] = ..., ticket: _Optional[str] = ..., advertise: _Optional[_Union[PeerKeys, _Mapping]] = ..., share: _Optional[_Union[SealedShares, _Mapping]] = ..., unmask: _Optional[_Union[UnmaskQuery, _Mapping]] = ..., reveal: _Optional[_Union[RevealedShares, _Mapping]] = ...) -> None: ...
+    def __init__(self, round: _Optional[int] = ..., ticket: _Optional[str] = ..., advertise: _Optional[_Union[PeerKeys, _Mapping]] = ..., share: _Optional[_Union[SealedShares, _Mapping]] = ..., unmask: _Optional[_Union[UnmaskQuery, _Mapping]] = ..., reveal: _Optional[_Union[RevealedShares, _Mapping]] = ...) -> None: ...
 
 class SecAggReply(_message.Message):
-    __slots__ = ("keys", "shares", "survivors", "done")
+    __slots__ = ("keys", "shares", "survivors", "abandoned")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     SURVIVORS_FIELD_NUMBER: _ClassVar[int]
-    DONE_FIELD_NUMBER: _ClassVar[int]
+    ABANDONED_FIELD_NUMBER: _ClassVar[int]
     keys: KeyList
     shares: SealedShares
     survivors: Survivors
-    done: RevealAck
-    def __init__(self, keys: _Optional[_Union[KeyList, _Mapping]] = ..., shares: _Optional[_Union[SealedShares, _Mapping]] = ..., survivors: _Optional[_Union[Survivors, _Mapping]] = ..., done: _Optional[_Union[RevealAck, _Mapping]] = ...) -> None: ...
+    abandoned: str
+    def __init__(self, keys: _Optional[_Union[KeyList, _Mapping]] = ..., shares: _Optional[_Union[SealedShares, _Mapping]] = ..., survivors: _Optional[_Union[Survivors, _Mapping]] = ..., abandoned: _Optional[str] = ...) -> None: ...

@@ -59,11 +59,6 @@ class AggregatorStub:
                 request_serializer=fedkube__pb2.StatusRequest.SerializeToString,
                 response_deserializer=fedkube__pb2.StatusReply.FromString,
                 _registered_method=True)
-        self.SecAgg = channel.unary_unary(
-                '/fedkube.v1.Aggregator/SecAgg',
-                request_serializer=fedkube__pb2.SecAggRequest.SerializeToString,
-                response_deserializer=fedkube__pb2.SecAggReply.FromString,
-                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -100,6 +95,8 @@ class AggregatorServicer:
         with `reply` only when it refused it, or when the job uses SecAgg+ (its clients wait for the
         verdict before they unmask): an accepted update needs no message, which is a third of a small
         round's. At the end the aggregator sends JobDone.
+        In a SecAgg+ job the client also takes the attempt's steps on it (see SecAggRequest), and ends
+        each round with `next`, after its update and its reveal.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,15 +104,6 @@ class AggregatorServicer:
 
     def Status(self, request, context):
         """The same JSON status document the HTTP status endpoint serves.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SecAgg(self, request, context):
-        """SecAgg+ (secureAggregation.mode secagg+): one step of the key agreement or of unmasking.
-        Each call blocks until the aggregator holds what the next step needs from every
-        participant (or the step's deadline passed); ABORTED means the attempt was abandoned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,11 +136,6 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=fedkube__pb2.StatusRequest.FromString,
                     response_serializer=fedkube__pb2.StatusReply.SerializeToString,
-            ),
-            'SecAgg': grpc.unary_unary_rpc_method_handler(
-                    servicer.SecAgg,
-                    request_deserializer=fedkube__pb2.SecAggRequest.FromString,
-                    response_serializer=fedkube__pb2.SecAggReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -290,33 +273,6 @@ class Aggregator:
             '/fedkube.v1.Aggregator/Status',
             fedkube__pb2.StatusRequest.SerializeToString,
             fedkube__pb2.StatusReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SecAgg(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/fedkube.v1.Aggregator/SecAgg',
-            fedkube__pb2.SecAggRequest.SerializeToString,
-            fedkube__pb2.SecAggReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,7 @@ log2(clients): the sum of every client's value can never wrap around, by constru
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,46 +57,65 @@ class Ring:
             vector &= self.dtype.type((1 << self.bits) - 1)
         return vector
 
-    def encode(self, update: np.ndarray, weight: int, into: np.ndarray | None = None) -> np.ndarray:
+    def encode(self, update: np.ndarray | Sequence[np.ndarray], weight: int,
+               into: np.ndarray | None = None) -> np.ndarray:
         """round(weight * clip(update) * 2^fraction_bits / clipRange), then the weight: len(update) + 1 elements.
 
-        The code is added, in the ring, to `into` when given (a precomputed mask: encoding and
-        masking become one pass), else to zeros. Weighting before rounding keeps each client's
-        error at half a unit whatever its weight. The arithmetic is float64 (exact integers up to
-        2^53) in cache-sized blocks, so no model-sized temporary is ever made: on a busy machine
+        `update` is one array or the model's tensors in order, read in place (no model-sized
+        concatenation). The code is added, in the ring, to `into` when given (a precomputed mask:
+        encoding and masking become one pass), else to zeros. Weighting before rounding keeps each
+        client's error at half a unit whatever its weight. The arithmetic is float64 (exact integers
+        up to 2^53) in cache-sized blocks, so no model-sized temporary is ever made: on a busy machine
         fresh model-sized arrays cost more than the arithmetic.
         """
         weight = min(int(weight), (1 << WEIGHT_BITS) - 1)
         if weight < 1:
             raise ValueError(f"the weight must be a positive example count, got {weight}")
-        flat = update.reshape(-1)
-        out = np.zeros(flat.size + 1, dtype=self.dtype) if into is None else into
-        if out.shape != (flat.size + 1,) or out.dtype != self.dtype:
-            raise ValueError(f"an encoded update of {flat.size} parameters is {flat.size + 1} {self.dtype} elements; "
+        parts = [a.reshape(-1) for a in ([update] if isinstance(update, np.ndarray) else update)]
+        size = sum(part.size for part in parts)
+        out = np.zeros(size + 1, dtype=self.dtype) if into is None else into
+        if out.shape != (size + 1,) or out.dtype != self.dtype:
+            raise ValueError(f"an encoded update of {size} parameters is {size + 1} {self.dtype} elements; "
                              f"got {out.size} {out.dtype}")
         scale = weight * float(1 << self.fraction_bits) / self.clip_range
         limit = weight * float(1 << self.fraction_bits)
-        block = min(_BLOCK, max(flat.size, 1))
-        fixed = np.empty(block, dtype=np.float64)
-        signed = np.empty(block, dtype=self.signed)  # |code| < 2^(bits - 1): it fits, negatives in two's complement
-        for start in range(0, flat.size, block):
-            n = min(block, flat.size - start)
-            np.multiply(flat[start:start + n], scale, out=fixed[:n], dtype=np.float64)
-            np.clip(fixed[:n], -limit, limit, out=fixed[:n])
-            np.rint(fixed[:n], out=fixed[:n])
-            np.copyto(signed[:n], fixed[:n], casting="unsafe")
-            target = out[start:start + n]
-            target += signed[:n].view(self.dtype)  # wraps mod 2^(dtype bits), as the ring wants
+        fixed = np.empty(_BLOCK, dtype=np.float64)
+        signed = np.empty(_BLOCK, dtype=self.signed)  # |code| < 2^(bits - 1): it fits, negatives in two's complement
+        offset = 0
+        for part in parts:
+            for start in range(0, part.size, _BLOCK):
+                n = min(_BLOCK, part.size - start)
+                np.multiply(part[start:start + n], scale, out=fixed[:n], dtype=np.float64)
+                np.clip(fixed[:n], -limit, limit, out=fixed[:n])
+                np.rint(fixed[:n], out=fixed[:n])
+                np.copyto(signed[:n], fixed[:n], casting="unsafe")
+                target = out[offset + start:offset + start + n]
+                target += signed[:n].view(self.dtype)  # wraps mod 2^(dtype bits), as the ring wants
+            offset += part.size
         out[-1] += self.dtype.type(weight)
         return self.reduce(out)
 
     def decode(self, total: np.ndarray) -> tuple[np.ndarray, int]:
         """The sum of weighted updates (float64) and the sum of weights, from a ring sum."""
+        values = np.empty(total.size - 1, dtype=np.float64)
+        return values, self.decode_into(total, [values])
+
+    def decode_into(self, total: np.ndarray, targets: Sequence[np.ndarray]) -> int:
+        """The sum of weighted updates written into `targets` (contiguous float arrays, in order, as many
+        elements as the sum has parameters; no model-sized temporary); returns the sum of weights."""
         shift = 8 * self.dtype.itemsize - self.bits
         values = total.view(self.signed)  # two's complement: the centred representative of each sum
         if shift:  # only the low `bits` bits count: sign-extend them
             values = (total << self.dtype.type(shift)).view(self.signed) >> self.signed.type(shift)
-        return values[:-1] * self.step, int(values[-1])
+        flats = [target.reshape(-1) for target in targets]
+        if sum(flat.size for flat in flats) != values.size - 1:
+            raise ValueError(f"a ring sum of {values.size - 1} parameters does not fill targets of "
+                             f"{sum(flat.size for flat in flats)}")
+        start = 0
+        for flat in flats:
+            np.multiply(values[start:start + flat.size], self.step, out=flat)
+            start += flat.size
+        return int(values[-1])
 
     def sum_error_bound(self, total_weight: int) -> float:
         """How far a decoded weighted sum can be from the exact one (rounding only, clipping aside).
