@@ -243,6 +243,9 @@ def test_a_precomputed_mask_plus_the_encoded_update_is_the_masked_update(bits: i
         s.receive({q: outbox[q][p] for q in range(4) if q != p})
     precomputed = setup.ring.encode(update, 9, into=sessions[1].mask_vector())
     assert np.array_equal(precomputed, sessions[1].mask(setup.ring.encode(update, 9)))
+    spent = np.full(update.size + 1, 12345, setup.ring.dtype)  # an earlier attempt's delivered vector
+    assert sessions[1].mask_vector(spent) is spent and np.array_equal(spent, sessions[1].mask_vector())
+    assert np.array_equal(sessions[1].mask_vector(spent[1:]), sessions[1].mask_vector())  # does not fit: unused
     assert precomputed.max() < 2 ** bits
     with pytest.raises(ValueError, match="70001"):
         setup.ring.encode(update[1:], 9, into=sessions[1].mask_vector())
@@ -257,6 +260,13 @@ def test_a_model_encoded_tensor_by_tensor_equals_its_flat_concatenation() -> Non
     assert np.array_equal(ring.encode(tensors, 5), ring.encode(flat, 5))
     with pytest.raises(ValueError, match=f"{flat.size + 1}"):
         ring.encode(tensors, 5, into=np.zeros(flat.size, ring.dtype))
+    # and back into the model's tensors (the aggregator's float sums), with no flat temporary
+    targets = [np.empty(t.shape, np.float32) for t in tensors]
+    values, weight = ring.decode(ring.encode(tensors, 5))
+    assert ring.decode_into(ring.encode(tensors, 5), targets) == weight == 5
+    assert np.array_equal(np.concatenate([t.reshape(-1) for t in targets]), values.astype(np.float32))
+    with pytest.raises(ValueError, match="does not fill"):
+        ring.decode_into(ring.encode(tensors, 5), targets[1:])
 
 
 @pytest.mark.parametrize("bits", [28, 32, 48, 62, 64])

@@ -1,5 +1,6 @@
-"""SecAgg+ steps on the Session stream over real gRPC: a whole round by three clients, a refused step
-that leaves the stream in step, and steps a plain job's session refuses."""
+"""SecAgg+ steps on the Session stream over real gRPC: a whole round by three clients (their keys
+out while the weights stream in), a refused step that leaves the stream in step, and steps a plain
+job's session refuses."""
 
 import asyncio
 import json
@@ -15,13 +16,14 @@ from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.plan import make_plan
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
-from fedkube.protocol.tensors import specs_of
+from fedkube.protocol.tensors import inline_chunks, receive_tensors, spec_from_header, specs_of
 from fedkube.protocol.wire import add_aggregator_service
 from fedkube.secure.secagg import MASKED_TENSOR, ClientSession, RoundSetup
 from fedkube.spec import parse_manifest
 from fedkube.strategies import build_strategy
 
-WEIGHTS = {"w": np.zeros(5, np.float32)}
+SMALL = {"w": np.zeros(5, np.float32)}
+LARGE = {"w": np.arange(300_000, dtype=np.float32)}  # 1.2 MB: chunked
 CLIENTS = 3
 
 
@@ -38,8 +40,12 @@ class Client:
         while True:
             yield await self.outbox.get()
 
+    @staticmethod
+    def step_message(info: pb.RoundInfo, **step) -> pb.Envelope:
+        return pb.Envelope(secagg=pb.SecAggRequest(round=info.round, ticket=info.ticket, **step))
+
     async def step(self, info: pb.RoundInfo, **step) -> pb.SecAggReply | None:
-        await self.outbox.put(pb.Envelope(secagg=pb.SecAggRequest(round=info.round, ticket=info.ticket, **step)))
+        await self.outbox.put(self.step_message(info, **step))
         return None if "reveal" in step else (await self.call.read()).secagg_reply
 
     async def round(self, update: np.ndarray, weight: int) -> None:
@@ -47,7 +53,17 @@ class Client:
         session = ClientSession(RoundSetup.from_json(json.loads(info.config_json)["secagg"]),
                                 self.partition)
         c_key, s_key = session.advert()
-        keys = (await self.step(info, advertise=pb.PeerKeys(cipher_key=c_key, mask_key=s_key))).keys
+        await self.outbox.put(self.step_message(info, advertise=pb.PeerKeys(cipher_key=c_key, mask_key=s_key)))
+        specs = [spec_from_header(h) for h in info.tensors]  # the weights stream in after the advert went out
+        if info.inline:
+            self.weights = receive_tensors(specs, inline_chunks(specs, info.inline))
+        else:
+            chunks, left = [], sum(spec.nbytes for spec in specs)
+            while left > 0:
+                chunks.append((await self.call.read()).data)
+                left -= len(chunks[-1])
+            self.weights = receive_tensors(specs, chunks)
+        keys = (await self.call.read()).secagg_reply.keys
         sealed = session.share({k.partition: (k.cipher_key, k.mask_key) for k in keys.peers})
         inbox = (await self.step(info, share=pb.SealedShares(shares=[pb.SealedShare(partition=p, sealed=b)
                                                                      for p, b in sealed.items()]))).shares
@@ -67,7 +83,7 @@ class Client:
 
 
 class Aggregator:
-    def __init__(self, secure: bool) -> None:
+    def __init__(self, secure: bool, weights: dict[str, np.ndarray] = SMALL) -> None:
         spec = {"task": {"entrypoint": "fedkube.tasks.digits:task"}, "data": {"partitions": CLIENTS}, "rounds": 3,
                 "clients": {"minAvailable": CLIENTS, "roundTimeoutSeconds": 30}}
         if secure:
@@ -78,6 +94,7 @@ class Aggregator:
         self.coordinator = Coordinator(self.plan)
         self.secagg = SecAggRounds(self.plan, self.coordinator) if secure else None
         self.strategy = build_strategy(self.plan.strategy, CLIENTS)
+        self.weights = weights
 
     async def __aenter__(self) -> "Aggregator":
         self.server = grpc.aio.server()
@@ -97,18 +114,21 @@ class Aggregator:
 
     def start_round(self, number: int) -> asyncio.Task:
         rounds = self.secagg or self.coordinator
-        return asyncio.create_task(rounds.run_round(number, WEIGHTS, specs_of(WEIGHTS), self.strategy))
+        return asyncio.create_task(rounds.run_round(number, self.weights, specs_of(self.weights), self.strategy))
 
 
-async def test_a_secagg_round_runs_on_the_session_streams_and_the_next_follows():
-    updates = [np.array([0.5, -0.25, 0.0, 0.125, -1.0], np.float32) * (p + 1) / 4 for p in range(CLIENTS)]
+@pytest.mark.parametrize("model", [SMALL, LARGE], ids=["inline", "chunked"])
+async def test_a_secagg_round_runs_on_the_session_streams_and_the_next_follows(model):
+    rng = np.random.default_rng(1)
+    updates = [rng.uniform(-1, 1, model["w"].size).astype(np.float32) for _ in range(CLIENTS)]
     weights = [3, 1, 2]
-    async with Aggregator(secure=True) as agg:
+    async with Aggregator(secure=True, weights=model) as agg:
         for number in (1, 2):  # the streams are in step for the next round
             task = agg.start_round(number)
             await asyncio.gather(*(c.round(u, w) for c, u, w in zip(agg.clients, updates, weights, strict=True)))
             outcome = await task
             assert outcome.reported == list(range(CLIENTS))
+            assert all(np.array_equal(c.weights["w"], model["w"]) for c in agg.clients)
             expected = sum(w * u.astype(np.float64) for u, w in zip(updates, weights, strict=True)) / sum(weights)
             ring = agg.secagg.ring
             assert np.abs(outcome.accumulator.mean()["w"] - expected).max() <= ring.step

@@ -349,9 +349,11 @@ class SecAggRounds:
             await attempt.move_to("done", "too few survivors")
             return outcome(set(survivors), f"{len(survivors)} masked vectors arrived; threshold {self.threshold}, "
                                            f"spec.clients.minAvailable {self.plan.min_available}")
-        # Written while the survivors reveal (an fsync costs as much as a round trip): the record is
-        # public, and a crash before it is on disk only means the round starts afresh.
-        record = asyncio.ensure_future(asyncio.to_thread(self._persist, attempt, shared, survivors, masked))
+        # Written while the survivors reveal and the masks come off (its fsyncs cost more than a round
+        # trip), from a copy of the masked sum taken now: the record is public, and a crash before it
+        # is on disk only means the round starts afresh.
+        record = asyncio.ensure_future(asyncio.to_thread(self._persist, self._record(attempt, shared, survivors,
+                                                                                      masked)))
         attempt.survivors, attempt.dropped = survivors, shared - survivors
         await attempt.move_to("unmask")
         return outcome(set(survivors), await self._unmask(attempt, masked, plain, shared, record))
@@ -360,11 +362,10 @@ class SecAggRounds:
                       record: asyncio.Future[list[str]] | list[str]) -> str | None:
         """Wait for the survivors' shares, remove the masks and decode the sum into `plain`; why not, if not.
 
-        `record`: the keys of the attempt's masked record, or their write still under way (it reads
-        the masked sum, so it ends before the masks come off).
+        `record`: the keys of the attempt's masked record, or their write still under way (awaited
+        only to drop the record once the sum is unmasked).
         """
         await attempt.until(attempt.can_unmask, self.plan.round_timeout_seconds)
-        record = record if isinstance(record, list) else await record
         attempt.mark("reveal")
         setup, survivors = attempt.setup, attempt.survivors
         try:  # in a thread: removing the masks is model-sized work the event loop should not wait on
@@ -374,15 +375,10 @@ class SecAggRounds:
             await attempt.move_to("done", str(exc))
             return str(exc)
         finally:  # unmasked, or never to be: a fresh attempt has other keys
-            self._forget(record)
+            self._forget(record if isinstance(record, list) else await record)
         attempt.mark("unmask")
         await attempt.move_to("done")
-        values, weight = self.ring.decode(masked.total)
-        start = 0
-        for target in plain.sums:
-            size = target.size
-            target.reshape(-1)[:] = values[start:start + size]
-            start += size
+        weight = self.ring.decode_into(masked.total, plain.sums)
         plain.total_weight, plain.count = float(weight), len(survivors)
         attempt.mark("decode")
         log.info("round %d: SecAgg+ unmasked the sum of %d updates (%d dropped after sharing, %d revealers); "
@@ -429,13 +425,13 @@ class SecAggRounds:
         return RoundOutcome(number, sorted(survivors), sorted(survivors), sorted(shared - survivors), {}, plain, [],
                             0, 0, time.monotonic() - started)
 
-    def _persist(self, attempt: Attempt, shared: frozenset[int], survivors: frozenset[int],
-                 masked: MaskedSum) -> list[str]:
-        """The masked sum and the public round record under the round: enough to finish unmasking after a
-        restart, and nothing more (masked vectors and public keys reveal no update). Returns the keys written.
+    def _record(self, attempt: Attempt, shared: frozenset[int], survivors: frozenset[int],
+                masked: MaskedSum) -> dict[str, bytes]:
+        """The masked sum and the public round record, as the files that hold them under the round: enough
+        to finish unmasking after a restart, and nothing more (masked vectors and public keys reveal no update).
         """
         if self.store is None:
-            return []
+            return {}
         setup = attempt.setup
         prefix = f"secagg/round-{setup.round:06d}-{setup.nonce}"
         record = {"setup": setup.to_json(), "shared": sorted(shared), "survivors": sorted(survivors),
@@ -443,10 +439,14 @@ class SecAggRounds:
                   "tickets": {str(p): attempt.tickets[p] for p in sorted(survivors)}}
         buffer = io.BytesIO()
         np.save(buffer, masked.total)
-        keys = [f"{prefix}/masked-sum.npy", f"{prefix}/round.json"]
-        self.store.put(keys[0], buffer.getvalue())
-        self.store.put(keys[1], json.dumps(record).encode())
-        return keys
+        return {f"{prefix}/masked-sum.npy": buffer.getvalue(), f"{prefix}/round.json": json.dumps(record).encode()}
+
+    def _persist(self, files: dict[str, bytes]) -> list[str]:
+        """Write the record's files, the round record last (it marks the record complete); their keys."""
+        assert self.store is not None or not files
+        for key, data in files.items():
+            self.store.put(key, data)
+        return list(files)
 
     def _load(self, number: int) -> tuple[list[str], dict, np.ndarray] | None:
         """The masked record of round `number` that an earlier aggregator left, if any.

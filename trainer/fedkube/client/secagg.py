@@ -28,11 +28,16 @@ log = logging.getLogger(__name__)
 
 
 class SecAggParticipant:
-    def __init__(self, info: pb.RoundInfo, partition: int, config: Mapping[str, Any]) -> None:
+    def __init__(self, info: pb.RoundInfo, partition: int, config: Mapping[str, Any],
+                 previous: SecAggParticipant | None = None) -> None:
         self.info, self.partition = info, partition
         self.session = ClientSession(RoundSetup.from_json(config), partition)
         self.mask: Future[np.ndarray] = Future()
         self.masked = False  # our masked vector was made: from now on we only ever reveal
+        self.vector: np.ndarray | None = None  # the masked vector; once we revealed, it was delivered
+        self.revealed = False
+        # The previous attempt's delivered vector takes this one's mask: no fresh model-sized pages.
+        self.spare = previous.vector if previous is not None and previous.revealed else None
 
     def serves_again(self, info: pb.RoundInfo) -> bool:
         """Whether `info` is our attempt served again: a restarted aggregator finishing its unmasking."""
@@ -69,15 +74,15 @@ class SecAggParticipant:
 
     def _expand(self) -> None:
         try:
-            self.mask.set_result(self.session.mask_vector())
+            self.mask.set_result(self.session.mask_vector(self.spare))
         except Exception as exc:  # masked_update raises it in turn, so no update is sent
             self.mask.set_exception(exc)
 
     def masked_update(self, update: Mapping[str, np.ndarray], num_examples: int) -> dict[str, np.ndarray]:
         """Step 3: the update (in the aggregator's tensor order), weighted, quantised and added to the mask."""
-        masked = self.session.setup.ring.encode(list(update.values()), num_examples, into=self.mask.result())
+        self.vector = self.session.setup.ring.encode(list(update.values()), num_examples, into=self.mask.result())
         self.masked = True
-        return {MASKED_TENSOR: masked}
+        return {MASKED_TENSOR: self.vector}
 
     def unmask(self, stream: TaskStream) -> None:
         """Step 4: reveal one share per neighbour, as the survivor lists ask."""
@@ -86,4 +91,5 @@ class SecAggParticipant:
         shares = self.session.reveal(survivors.survived, survivors.dropped)
         self._send(stream, reveal=pb.RevealedShares(shares=[pb.RevealedShare(partition=p, share=b)
                                                             for p, b in sorted(shares.items())]))
+        self.revealed = True
         log.info("round %d: revealed %d shares for unmasking", self.info.round, len(shares))

@@ -97,11 +97,25 @@ class Ring:
 
     def decode(self, total: np.ndarray) -> tuple[np.ndarray, int]:
         """The sum of weighted updates (float64) and the sum of weights, from a ring sum."""
+        values = np.empty(total.size - 1, dtype=np.float64)
+        return values, self.decode_into(total, [values])
+
+    def decode_into(self, total: np.ndarray, targets: Sequence[np.ndarray]) -> int:
+        """The sum of weighted updates written into `targets` (contiguous float arrays, in order, as many
+        elements as the sum has parameters; no model-sized temporary); returns the sum of weights."""
         shift = 8 * self.dtype.itemsize - self.bits
         values = total.view(self.signed)  # two's complement: the centred representative of each sum
         if shift:  # only the low `bits` bits count: sign-extend them
             values = (total << self.dtype.type(shift)).view(self.signed) >> self.signed.type(shift)
-        return values[:-1] * self.step, int(values[-1])
+        flats = [target.reshape(-1) for target in targets]
+        if sum(flat.size for flat in flats) != values.size - 1:
+            raise ValueError(f"a ring sum of {values.size - 1} parameters does not fill targets of "
+                             f"{sum(flat.size for flat in flats)}")
+        start = 0
+        for flat in flats:
+            np.multiply(values[start:start + flat.size], self.step, out=flat)
+            start += flat.size
+        return int(values[-1])
 
     def sum_error_bound(self, total_weight: int) -> float:
         """How far a decoded weighted sum can be from the exact one (rounding only, clipping aside).
