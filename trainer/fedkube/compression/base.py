@@ -41,6 +41,18 @@ class WireDecoder(Protocol):
     def feed(self, wire_index: int, offset: int, chunk: bytes) -> None: ...
 
 
+_READS_OWN_WIRE: dict[type, bool] = {}
+
+
+def reads_own_wire(fold: object) -> bool:
+    """Whether `fold` is its own WireDecoder. Asked once per class: an isinstance check against a runtime
+    protocol inspects the protocol's members every time, which cost more than folding a small update."""
+    kind = type(fold)
+    if kind not in _READS_OWN_WIRE:
+        _READS_OWN_WIRE[kind] = isinstance(fold, WireDecoder)
+    return _READS_OWN_WIRE[kind]
+
+
 class Codec(ABC):
     kind: str
 
