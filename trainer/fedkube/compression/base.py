@@ -11,7 +11,7 @@ Only the uplink is compressed; clients still receive the full-precision global m
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -67,6 +67,11 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, update: UpdateDecoder, index: int, part: int, start: int, values: np.ndarray) -> None:
         """Aggregator side: one chunk (`values`, from element `start`) of wire part `part` of tensor `index`."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Codec:
+        """A client keeps a copy of its codec from before each recent round, to train a round again
+        (client/rewind.py): a codec that carries nothing between rounds is its own copy."""
+        return self
 
     def wire_specs(self, specs: list[TensorSpec]) -> list[TensorSpec]:
         return [w for s in specs for w in self.parts(s)]
