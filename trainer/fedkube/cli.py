@@ -87,7 +87,10 @@ def _tls_identity(job: FederatedJob, tls_dir: str) -> Identity | None:
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
     from fedkube.aggregator.main import ServeOptions, run_aggregator
+    from fedkube.malloc import keep_freed_memory
     from fedkube.plan import make_plan
+
+    keep_freed_memory()
 
     job = _load_one(args.manifest)
     output_dir = Path(args.output_dir).resolve()
@@ -101,7 +104,10 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
 
 def cmd_client(args: argparse.Namespace) -> int:
     from fedkube.client.main import ConnectOptions, run_client
+    from fedkube.malloc import keep_freed_memory
     from fedkube.plan import make_plan
+
+    keep_freed_memory()
 
     job = _load_one(args.manifest)
     if not 0 <= args.partition < job.spec.data.partitions:
