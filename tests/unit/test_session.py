@@ -1,5 +1,6 @@
-"""The Session call over real gRPC: rounds and updates on one stream, inline or chunked, and a stream
-that stays in step after a rejected update, or is refused when an update breaks its framing."""
+"""The Session call over real gRPC: rounds and updates on one stream, inline or chunked, a reply only to
+a refused update, and a stream that stays in step after one, or is refused when an update breaks its
+framing."""
 
 import asyncio
 
@@ -10,6 +11,7 @@ import pytest
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.aggregator.identity import PeerGuard
 from fedkube.aggregator.servicer import AggregatorServicer
+from fedkube.client.session import TaskStream
 from fedkube.plan import make_plan
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
@@ -38,13 +40,13 @@ class Harness:
     async def __aenter__(self) -> "Harness":
         self.server = grpc.aio.server()
         add_aggregator_service(AggregatorServicer(self.coordinator, dict, PeerGuard("sess", tls=False)), self.server)
-        port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        stub = pb_grpc.AggregatorStub(self.channel)
-        session = (await stub.Join(pb.JoinRequest(partition=0))).session
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = pb_grpc.AggregatorStub(self.channel)
+        session = (await self.stub.Join(pb.JoinRequest(partition=0))).session
         await self.outbox.put(pb.Envelope(next=pb.TaskRequest(partition=0, session=session)))
-        self.call = stub.Session(self._requests())
+        self.call = self.stub.Session(self._requests())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -94,8 +96,7 @@ async def test_rounds_and_updates_share_one_stream(weights):
             np.testing.assert_array_equal(received["w"], weights["w"])
             delta = {k: np.full_like(v, number) for k, v in weights.items()}
             await h.send(*update(info, delta, inline=weights is SMALL))
-            assert (await h.call.read()).reply.accepted
-            outcome = await task
+            outcome = await task  # an accepted update gets no reply: the next message is round 2's
             assert outcome.reported == [0]
             np.testing.assert_array_equal(outcome.accumulator.mean()["w"], delta["w"])
 
@@ -142,3 +143,27 @@ async def test_a_session_must_open_with_a_task_request():
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await call.read()
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_client_reads_past_a_refusal_nobody_waited_for(caplog):
+    async with Harness(SMALL) as h:
+        channel = grpc.insecure_channel(f"127.0.0.1:{h.port}")
+        session = (await h.stub.Join(pb.JoinRequest(partition=0))).session
+        stream = TaskStream(channel, partition=0, session=session)
+        try:
+            task = h.start_round(1)
+            info = await asyncio.to_thread(stream.next_task)
+            wrong_ticket = update(info, SMALL, inline=True, ticket="not-mine")
+            assert stream.submit(info.round, wrong_ticket, verdict=False) is None  # no wait for the refusal
+            for _ in range(200):
+                if h.coordinator.rejected_total:
+                    break
+                await asyncio.sleep(0.01)
+            task.cancel()
+            h.start_round(2)
+            info = await asyncio.to_thread(stream.next_task)  # the refusal is read past, and logged
+            assert info.round == 2
+            assert "round 1: update rejected: not_selected" in caplog.text
+        finally:
+            stream.close()
+            channel.close()

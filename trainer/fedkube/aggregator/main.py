@@ -138,11 +138,10 @@ def stopwatch(into: dict[str, Any], key: str) -> Iterator[None]:
         into[key] = round(time.perf_counter() - started, 4)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Rewritten after every round, so no `indent`: it would switch json to its pure-Python encoder,
-    which made these writes most of a short round's cost (O(rounds) per round)."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Readers (the launcher, benchmarks, a user's tail) never see a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -250,8 +249,9 @@ class Aggregator:
             self.board.checkpoint = {"uri": uri, "round": round_number}
 
     def publish(self) -> None:
-        write_json_atomic(self.options.output_dir / "metrics.json", self.board.history)
-        write_json_atomic(self.options.output_dir / "status.json", self.board.document())
+        history = self.board.history_json(self.board.history)
+        write_text_atomic(self.options.output_dir / "metrics.json", history)
+        write_text_atomic(self.options.output_dir / "status.json", self.board.document_json(history))
 
     async def run_rounds(self) -> JobEnd:
         for number in range(self.next_round, self.plan.rounds + 1):
@@ -352,15 +352,15 @@ class Aggregator:
             port = server.add_secure_port(address, self.guard.server_credentials(self.options.tls))
         await server.start()
         watcher = asyncio.create_task(self.guard.watch())
-        routes = status_routes(self.board.document, exposition(self.board.document))
+        routes = status_routes(self.board.document_json, exposition(self.board.document))
         http = [await serve_http(routes, self.options.host, p)
                 for p in (self.options.status_port, self.options.metrics_port)]
         status_port, metrics_port = (h.sockets[0].getsockname()[1] for h in http)
         log.info("aggregator for job %s serving gRPC on %d, status on %d, metrics on %d", self.plan.job, port,
                  status_port, metrics_port)
         if self.options.ready_file:
-            write_json_atomic(self.options.ready_file,
-                              {"port": port, "status_port": status_port, "metrics_port": metrics_port})
+            write_text_atomic(self.options.ready_file,
+                              json.dumps({"port": port, "status_port": status_port, "metrics_port": metrics_port}))
         self.publish()
         try:
             end = await self.run_rounds()

@@ -124,7 +124,7 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
     async def Session(self, request_iterator: AsyncIterator[bytes],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Envelope | bytes]:
         """GetTask and SubmitUpdate for the whole job on one stream, and SecAgg+'s steps (see the .proto): a round
-        of a small model is three messages instead of two calls, each a new HTTP/2 stream and server task."""
+        of a small model is two messages instead of two calls, each a new HTTP/2 stream and server task."""
         messages = aiter(request_iterator)
         opening = await self._read(context, messages)
         if opening is None or not opening.HasField("next"):
@@ -150,7 +150,8 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
                         yield pb.Envelope(secagg_reply=step)
                 elif answer.HasField("update"):
                     reply, framed = await self._submit(context, answer.update, messages, bounded=True)
-                    yield pb.Envelope(reply=reply)
+                    if not reply.accepted or self.secagg is not None:  # see the .proto: who waits for a verdict
+                        yield pb.Envelope(reply=reply)
                     if not framed:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                             f"the update's data did not match its headers: {reply.reason}")

@@ -7,6 +7,7 @@ operator (or the local launcher) polls it: one document, read the same way by bo
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -16,6 +17,33 @@ from typing import Any
 from fedkube.status_document import STATUS_PATH
 
 log = logging.getLogger(__name__)
+
+
+class HistoryJson:
+    """The history as JSON text, each round encoded once and its text kept while the round's entry stays
+    as it was encoded.
+
+    metrics.json, status.json and `GET /status` all carry the whole history, so encoding it afresh after
+    every round made a long job's rounds grow slower with its length. An entry can still change after it
+    is published (the round just finished gains its checkpoint time; a CKKS job fills in the accuracy
+    of an earlier round), so each is compared with a copy of what was encoded, which costs a fraction
+    of encoding it again. The text is what `json.dumps(history)` writes.
+    """
+
+    def __init__(self) -> None:
+        self._encoded: list[tuple[dict[str, Any], str]] = []  # (a copy of the entry, its text)
+
+    def __call__(self, history: list[dict[str, Any]]) -> str:
+        del self._encoded[len(history):]
+        for i, entry in enumerate(history):
+            if i < len(self._encoded) and self._encoded[i][0] == entry:
+                continue
+            encoded = (copy.deepcopy(entry), json.dumps(entry))
+            if i < len(self._encoded):
+                self._encoded[i] = encoded
+            else:
+                self._encoded.append(encoded)
+        return "[" + ", ".join(text for _, text in self._encoded) + "]"
 
 
 @dataclass
@@ -32,6 +60,7 @@ class StatusBoard:
     clients: Callable[[], dict[str, int]] = lambda: {}
     privacy: dict[str, Any] | None = None  # epsilon and the budget, for jobs with spec.privacy
     reason: str = ""                       # why the job ended early, e.g. PrivacyBudgetExhausted
+    history_json: HistoryJson = field(default_factory=HistoryJson, repr=False)
 
     def document(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
@@ -54,6 +83,13 @@ class StatusBoard:
             "history": self.history,
         }
 
+    def document_json(self, history: str | None = None) -> str:
+        """`json.dumps(self.document())`, reusing the history's kept text (see HistoryJson), or `history`,
+        that text as the caller just had it."""
+        doc = self.document()
+        del doc["history"]  # the last key: its text goes where json.dumps would put it
+        return f'{json.dumps(doc)[:-1]}, "history": {history or self.history_json(self.history)}}}'
+
 
 def termination_message(document: dict[str, Any], limit: int = 4096) -> str:
     """The status document as a pod's termination message: Kubernetes keeps only `limit` bytes,
@@ -71,9 +107,9 @@ def termination_message(document: dict[str, Any], limit: int = 4096) -> str:
 Route = Callable[[], tuple[bytes, str]]
 
 
-def status_routes(document: Callable[[], dict[str, Any]], metrics: Route) -> dict[str, Route]:
+def status_routes(document_json: Callable[[], str], metrics: Route) -> dict[str, Route]:
     """GET /status (JSON), /metrics (Prometheus text) and /healthz."""
-    return {STATUS_PATH: lambda: (json.dumps(document()).encode(), "application/json"),
+    return {STATUS_PATH: lambda: (document_json().encode(), "application/json"),
             "/metrics": metrics,
             "/healthz": lambda: (b"ok\n", "text/plain")}
 

@@ -221,7 +221,7 @@ class Client:
                     secagg.share(self.stream)
                 update = self.train_round(info, weights, secagg)
                 answered = True
-                reply = self._submit(info, update)
+                reply = self._submit(info, update, verdict=secagg is not None)
                 if reply is not None and reply.accepted and secagg is not None:
                     secagg.unmask(self.stream)
             except ProtocolError as exc:
@@ -234,21 +234,17 @@ class Client:
                 if (not answered or secagg is not None) and self.stream is not None:
                     self.stream.pass_round()  # with SecAgg+, a round always ends so
 
-    def _submit(self, info: pb.RoundInfo, update: Iterable[Message]) -> pb.SubmitReply | None:
-        """The aggregator's verdict; None if the session broke first (the next round reopens it)."""
+    def _submit(self, info: pb.RoundInfo, update: Iterable[Message], verdict: bool) -> pb.SubmitReply | None:
+        """The aggregator's verdict if we wait for one; None if not, or if the session broke first (the
+        next round reopens it)."""
         assert self.stream is not None  # the round came from it
         try:
-            reply = self.stream.submit(update)
+            return self.stream.submit(info.round, update, verdict)
         except (grpc.RpcError, SessionEnded) as exc:
             self._drop_stream()
             log.warning("round %d: update not delivered: %s", info.round,
                         exc.details() if isinstance(exc, grpc.RpcError) else exc)
             return None
-        if reply.accepted:
-            log.debug("round %d: update accepted", info.round)
-        else:
-            log.warning("round %d: update rejected: %s", info.round, reply.reason)
-        return reply
 
     def _join_secure_aggregation(self, info: pb.RoundInfo) -> None:
         """With SecAgg+, advertise keys for a new attempt (not one served again) while the weights stream in."""

@@ -2,11 +2,12 @@
 
 gRPC's synchronous client starts a thread for each streamed call and sets up an HTTP/2 stream for
 each; two calls a round made that most of what a round of a small model cost. Here one request
-iterator, fed from a queue, lives as long as the job, and each round is three messages.
+iterator, fed from a queue, lives as long as the job, and each round is two messages.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 from collections.abc import Iterable, Iterator
 
@@ -17,7 +18,16 @@ from fedkube.protocol.tensors import inline_chunks, receive_tensors, spec_from_h
 from fedkube.protocol.wire import data_chunks, parse_envelope, raw_session
 from fedkube.weights import Weights
 
+log = logging.getLogger(__name__)
+
 Message = pb.Envelope | bytes  # protobuf, or prebuilt wire bytes (data_messages)
+
+
+def _log_verdict(round_number: int, reply: pb.SubmitReply) -> None:
+    if reply.accepted:
+        log.debug("round %d: update accepted", round_number)
+    else:
+        log.warning("round %d: update rejected: %s", round_number, reply.reason)
 
 
 class SessionEnded(RuntimeError):
@@ -29,6 +39,7 @@ class TaskStream:
         self._outbox: queue.SimpleQueue[Iterable[Message] | None] = queue.SimpleQueue()
         self._outbox.put([pb.Envelope(next=pb.TaskRequest(partition=partition, session=session))])
         self._replies = raw_session(channel)(self._requests())
+        self._submitted = 0  # the round of the last update sent, for a refusal that comes later
 
     def _requests(self) -> Iterator[Message]:
         """What gRPC sends, in order; runs in gRPC's thread for this call."""
@@ -45,8 +56,13 @@ class TaskStream:
         return parse_envelope(self._raw())
 
     def next_task(self) -> pb.RoundInfo | pb.JobDone:
-        """Block until the aggregator selects us for a round or the job ends; the round's weights follow."""
+        """Block until the aggregator selects us for a round or the job ends; the round's weights follow.
+
+        A verdict on the last update that nobody waited for (a refusal) is logged on the way."""
         first = self._receive()
+        while first.HasField("reply"):
+            _log_verdict(self._submitted, first.reply)
+            first = self._receive()
         return first.done if first.HasField("done") else first.round
 
     def weights(self, info: pb.RoundInfo) -> Weights:
@@ -66,12 +82,17 @@ class TaskStream:
             if nbytes <= 0:
                 return
 
-    def submit(self, update: Iterable[Message]) -> pb.SubmitReply:
-        """Send an update (UpdateInfo, then its data chunks unless inline) and wait for the verdict."""
+    def submit(self, round_number: int, update: Iterable[Message], verdict: bool) -> pb.SubmitReply | None:
+        """Send an update (UpdateInfo, then its data chunks unless inline); with `verdict` (SecAgg+, whose
+        aggregator answers every update), wait for the aggregator's answer, which is logged."""
+        self._submitted = round_number
         self._outbox.put(update)
+        if not verdict:
+            return None
         reply = self._receive()
         if not reply.HasField("reply"):
             raise SessionEnded("the aggregator answered an update with something else than a reply")
+        _log_verdict(round_number, reply.reply)
         return reply.reply
 
     def send(self, envelope: pb.Envelope) -> None:

@@ -91,8 +91,10 @@ class AggregatorServicer:
         whole job instead of two calls a round. The client opens it with `next` (its TaskRequest). The
         aggregator then sends each round this client is selected for (RoundInfo, then the data chunks
         unless the weights travel inline) and the client answers with its update (UpdateInfo, then the
-        data chunks unless inline), which the aggregator answers with `reply`, or with `next` to pass on
-        the round. At the end the aggregator sends JobDone.
+        data chunks unless inline), or with `next` to pass on the round. The aggregator answers an update
+        with `reply` only when it refused it, or when the job uses SecAgg+ (its clients wait for the
+        verdict before they unmask): an accepted update needs no message, which is a third of a small
+        round's. At the end the aggregator sends JobDone.
         In a SecAgg+ job the client also takes the attempt's steps on it (see SecAggRequest), and ends
         each round with `next`, after its update and its reveal.
         """
