@@ -12,7 +12,7 @@
    `flwr.client.mod.secaggplus_mod`, numpy's seeded RandomState as its PRG), in MB/s of float32
    update. Flower runs in its own venv (`bench.common.FLOWER_PYTHON`).
 
-Run `python -m bench.secagg [--clients 16] [--rounds 4]`; results are printed and published to
+Run `python -m bench.secagg [--clients 16] [--rounds 6]`; results are printed and published to
 BENCHMARKS.md (bench.common.Report).
 """
 
@@ -174,7 +174,7 @@ def flower_masking(clients: int, repeats: int) -> tuple[str, float] | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=6, help="rounds a job; 2.. are timed (1 includes start-up)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=2, help="plain/SecAgg+ job pairs, run alternately")
     parser.add_argument("--skip-rounds", action="store_true", help="only the masking comparison")

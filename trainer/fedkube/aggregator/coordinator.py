@@ -262,6 +262,7 @@ class Coordinator:
     async def run_round(self, number: int, weights: Weights, specs: list[TensorSpec],
                         strategy: Strategy, config_for: Callable[[int], dict[str, Any]] = lambda p: {}) -> RoundOutcome:
         started = time.monotonic()
+        self.round = None  # the last round lets go of its weights, whose buffer this round's sum may take
         selected = self.sample(number)
         sent = strategy.broadcast(weights)
         state = RoundState(number, selected, sent, specs_of(sent), strategy.new_round(specs),

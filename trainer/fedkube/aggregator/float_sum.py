@@ -28,6 +28,7 @@ import numpy as np
 import threadpoolctl
 from scipy.linalg import blas
 
+from fedkube.aggregator import buffers
 from fedkube.aggregator.running_sum import RunningSum, all_finite, sum_dtype
 from fedkube.protocol.tensors import TensorSpec
 
@@ -62,7 +63,7 @@ class FloatSum(RunningSum):
     folds_together = True
 
     def __init__(self, specs: list[TensorSpec]) -> None:
-        self._sums = [np.zeros(s.shape, dtype=sum_dtype(s.dtype)) for s in specs]
+        self._sums = [buffers.zeros(s.shape, sum_dtype(s.dtype)) for s in specs]
         self._flat = [a.reshape(-1) for a in self._sums]
         self._blas = [blas.get_blas_funcs(("dot", "axpy"), (flat,)) for flat in self._flat]
         self._largest = [float(np.finfo(flat.dtype).max) for flat in self._flat]

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import grpc
 import torch
 
+from fedkube.aggregator import buffers
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
 from fedkube.aggregator.metrics import exposition
@@ -271,7 +272,9 @@ class Aggregator:
             timings: dict[str, float] = {}
             if completed:
                 with stopwatch(timings, "aggregation_seconds"):
-                    self.weights = self.strategy.apply(self.weights, outcome.accumulator)
+                    replaced, self.weights = self.weights, self.strategy.apply(self.weights, outcome.accumulator)
+                buffers.give_back(replaced.values())  # the next round's sum may take its memory
+                del replaced
                 with stopwatch(timings, "evaluation_seconds"):
                     evaluation = self.evaluate(self.weights)
             else:

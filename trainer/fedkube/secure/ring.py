@@ -87,8 +87,7 @@ class Ring:
                 n = min(_BLOCK, part.size - start)
                 np.multiply(part[start:start + n], scale, out=fixed[:n], dtype=np.float64)
                 np.clip(fixed[:n], -limit, limit, out=fixed[:n])
-                np.rint(fixed[:n], out=fixed[:n])
-                np.copyto(signed[:n], fixed[:n], casting="unsafe")
+                np.rint(fixed[:n], out=signed[:n], casting="unsafe")  # rounded straight into the integers
                 target = out[offset + start:offset + start + n]
                 target += signed[:n].view(self.dtype)  # wraps mod 2^(dtype bits), as the ring wants
             offset += part.size
