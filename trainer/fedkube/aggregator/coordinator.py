@@ -22,7 +22,7 @@ import numpy as np
 from fedkube.aggregator.accumulate import UpdateFold, UpdateRejected
 from fedkube.aggregator.stack import StackFold
 from fedkube.compression import UpdateDecoder, build_codec
-from fedkube.compression.base import WireDecoder
+from fedkube.compression.base import WireDecoder, reads_own_wire
 from fedkube.plan import AggregatorPlan
 from fedkube.protocol.tensors import ChunkCursor, TensorSpec, inline_payload, specs_of
 from fedkube.strategies import Accumulator, Strategy, Weights
@@ -63,6 +63,10 @@ class RoundState:
 
     def pending(self) -> set[int]:
         return set(self.selected) - self.reported - set(self.rejected)
+
+    def is_pending(self, partition: int) -> bool:
+        """`partition in pending()` without building the set: asked for every client, every round."""
+        return partition not in self.reported and partition not in self.rejected and partition in self.selected
 
     @functools.cached_property
     def inline(self) -> bytes | None:
@@ -131,7 +135,7 @@ class Coordinator:
 
     def _task_for(self, partition: int, session: str) -> RoundState | None:
         state = self.round
-        if state is None or state.closed or partition not in state.pending():
+        if state is None or state.closed or not state.is_pending(partition):
             return None
         return state if state.served.get(partition) != session else None
 
@@ -175,14 +179,14 @@ class Coordinator:
             if partition in state.reported or partition in state.rejected:
                 raise UpdateRejected("duplicate", f"partition {partition} already answered round {state.number}")
             fold = state.accumulator.begin(float(num_examples))
-            decoder = (fold if isinstance(fold, WireDecoder)
+            decoder = (fold if reads_own_wire(fold)
                        else UpdateDecoder(self.codec, state.accumulator.specs, fold))
             decoder.check_specs(specs)
             async with self._stream_slots:
                 await self._fold_stream(state, partition, decoder, specs, chunks)
         except UpdateRejected as exc:
             self.rejected_total[exc.reason] += 1
-            if seated and state is not None and not state.closed and partition in state.pending():
+            if seated and state is not None and not state.closed and state.is_pending(partition):
                 state.rejected[partition] = exc.reason
                 self._maybe_answered(state)
             log.warning("update rejected: %s (%s)", exc, exc.reason, extra={"partition": partition})

@@ -29,15 +29,16 @@ class RoundRewind(Generic[S]):
 
         A rewind forgets the copies of later rounds: they belong to a future that did not happen.
         """
-        oldest = min(self.before, default=None)
+        oldest = next(iter(self.before), None)  # kept in increasing round order, so this costs O(1) a round
         if round_number in self.before:
             log.info("round %d is trained again (the aggregator resumed): rewinding carried state", round_number)
             current = self.before[round_number]
         elif oldest is not None and round_number < oldest:
             log.warning("round %d is older than any kept state (oldest: round %d): carried state cannot be "
                         "rewound, so this resumed run may differ from an uninterrupted one", round_number, oldest)
-        self.before = {r: s for r, s in self.before.items() if r < round_number}
+        if self.before and round_number <= next(reversed(self.before)):
+            self.before = {r: s for r, s in self.before.items() if r < round_number}
         self.before[round_number] = copy.deepcopy(current)
-        for r in sorted(self.before)[:-self.keep]:
-            del self.before[r]
+        while len(self.before) > self.keep:
+            del self.before[next(iter(self.before))]
         return current

@@ -11,7 +11,7 @@ Only the uplink is compressed; clients still receive the full-precision global m
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,6 +41,18 @@ class WireDecoder(Protocol):
     def feed(self, wire_index: int, offset: int, chunk: bytes) -> None: ...
 
 
+_READS_OWN_WIRE: dict[type, bool] = {}
+
+
+def reads_own_wire(fold: object) -> bool:
+    """Whether `fold` is its own WireDecoder. Asked once per class: an isinstance check against a runtime
+    protocol inspects the protocol's members every time, which cost more than folding a small update."""
+    kind = type(fold)
+    if kind not in _READS_OWN_WIRE:
+        _READS_OWN_WIRE[kind] = isinstance(fold, WireDecoder)
+    return _READS_OWN_WIRE[kind]
+
+
 class Codec(ABC):
     kind: str
 
@@ -55,6 +67,11 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, update: UpdateDecoder, index: int, part: int, start: int, values: np.ndarray) -> None:
         """Aggregator side: one chunk (`values`, from element `start`) of wire part `part` of tensor `index`."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Codec:
+        """A client keeps a copy of its codec from before each recent round, to train a round again
+        (client/rewind.py): a codec that carries nothing between rounds is its own copy."""
+        return self
 
     def wire_specs(self, specs: list[TensorSpec]) -> list[TensorSpec]:
         return [w for s in specs for w in self.parts(s)]

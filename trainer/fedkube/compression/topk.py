@@ -10,6 +10,7 @@ residual lives in the client process; a restarted client starts with none.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,12 @@ class TopK(Codec):
     def __init__(self, ratio: float = DEFAULT_RATIO) -> None:
         self.ratio = ratio
         self.residuals: dict[str, np.ndarray] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TopK:
+        """The residuals are what this codec carries between rounds."""
+        twin = TopK(self.ratio)
+        twin.residuals = {name: r.copy() for name, r in self.residuals.items()}
+        return twin
 
     def kept(self, size: int) -> int:
         return min(size, max(1, math.ceil(self.ratio * size)))
