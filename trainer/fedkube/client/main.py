@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 import torch
 
+from fedkube import buffers
 from fedkube.client.corrections import LocalCorrections
 from fedkube.client.rewind import RoundRewind
 from fedkube.client.secagg import SecAggParticipant
@@ -38,7 +39,7 @@ from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
 from fedkube.tasks.files import open_source
-from fedkube.weights import Weights, set_weights, subtract_into, view_weights
+from fedkube.weights import Weights, set_weights, subtract_into, view_weights, weight_shapes
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,8 @@ class Client:
 
     def run(self) -> int:
         set_context(job=self.plan.job, partition=self.plan.partition)
+        # Round 1 receives into memory already mapped, as every later round does (see fedkube.buffers).
+        buffers.reserve(weight_shapes(self.model))
         self.join()
         while True:
             task = self._retrying("waiting for a round", self._next_task)
@@ -234,6 +237,7 @@ class Client:
             finally:
                 if (not answered or secagg is not None) and not revealed and self.stream is not None:
                     self.stream.pass_round()
+                buffers.give_back(weights.values())  # the next round receives into them once they are free
 
     def _submit(self, info: pb.RoundInfo, update: Iterable[Message]) -> None:
         """Send the update; if the session breaks first, the next round reopens it."""
