@@ -2,8 +2,8 @@
 
 The kernel maps a fresh model-sized array page by page as it is first written, and with
 transparent huge pages it may first compact memory to find them: on a 1 GB model that made the
-aggregator's fold take about 2 s of a 3 s round, against about 0.15 s to zero a buffer already
-mapped, and the client's receive about as much. The arrays a round is done with are such buffers:
+aggregator's fold take about 2 s (0.3 s into mapped memory, which takes about 0.15 s to zero), and
+the client's receive about as long. The arrays a round is done with are such buffers:
 the aggregator gives back the model a round replaced, for the next round's sum, and the client the
 weights it received, for the next round's. A buffer is taken again only once nothing else refers
 to it (a checkpoint still being written, a view, a stream still sending it): CPython's reference
