@@ -23,7 +23,7 @@ REVEAL_DELAY_SECONDS = 4.0
 
 def main() -> int:
     step, number, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    method = {"after-masking": "unmask", "after-sharing": "masked_update", "reveal-late": "unmask"}[step]
+    method = {"after-masking": "reveal", "after-sharing": "masked_update", "reveal-late": "reveal"}[step]
     original = getattr(secagg.SecAggParticipant, method)
     delayed: set[int] = set()
 

@@ -4,7 +4,7 @@ import asyncio
 
 import numpy as np
 
-from fedkube.aggregator import buffers
+from fedkube import buffers
 from fedkube.aggregator.coordinator import Coordinator
 from fedkube.plan import make_plan
 from fedkube.protocol.tensors import specs_of
@@ -69,3 +69,13 @@ async def test_the_next_rounds_sum_takes_the_buffer_of_the_model_it_replaces():
     weights = await one_round(2)
     assert weights["w"].ctypes.data == address  # round 2 summed into the memory of the model round 1 sent
     np.testing.assert_array_equal(weights["w"], np.full(4096, 3.0))  # 1 + 2, nothing of the old values
+
+
+def test_reserved_buffers_are_mapped_and_taken_by_the_first_round():
+    buffers.reserve([((300, 4), np.float32), ((7,), "float64")])
+    mapped = {key: array.ctypes.data for key, array in buffers._free.items()}
+    taken = buffers.empty((300, 4), np.float32), buffers.zeros((7,), np.float64)
+    assert [t.ctypes.data for t in taken] == [mapped[((300, 4), np.dtype(np.float32))],
+                                              mapped[((7,), np.dtype(np.float64))]]
+    assert buffers.empty((300, 4), np.float32).ctypes.data != taken[0].ctypes.data  # each taken once
+    assert not taken[1].any()

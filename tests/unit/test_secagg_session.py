@@ -73,13 +73,11 @@ class Client:
                                tensors=[s.header() for s in specs_of({MASKED_TENSOR: masked})],
                                inline=masked.tobytes())
         await self.outbox.put(pb.Envelope(update=header))
-        assert (await self.call.read()).reply.accepted
-        survivors = (await self.step(info, unmask=pb.UnmaskQuery())).survivors
+        survivors = (await self.call.read()).secagg_reply.survivors  # the answer to an accepted masked vector
         assert list(survivors.survived) == list(range(CLIENTS)) and not survivors.dropped
         shares = session.reveal(survivors.survived, survivors.dropped)
         await self.step(info, reveal=pb.RevealedShares(shares=[pb.RevealedShare(partition=p, share=b)
-                                                               for p, b in shares.items()]))
-        await self.outbox.put(pb.Envelope(next=pb.TaskRequest()))  # a SecAgg+ round ends so
+                                                               for p, b in shares.items()]))  # ends the round
 
 
 class Aggregator:
@@ -117,6 +115,15 @@ class Aggregator:
         return asyncio.create_task(rounds.run_round(number, self.weights, specs_of(self.weights), self.strategy))
 
 
+async def back_waiting(agg: Aggregator) -> None:
+    """Partition 0's session is back waiting for a round: the stream is in step."""
+    for _ in range(200):
+        if agg.coordinator.waiting[0]:
+            break
+        await asyncio.sleep(0.01)
+    assert agg.coordinator.waiting[0] == 1
+
+
 @pytest.mark.parametrize("model", [SMALL, LARGE], ids=["inline", "chunked"])
 async def test_a_secagg_round_runs_on_the_session_streams_and_the_next_follows(model):
     rng = np.random.default_rng(1)
@@ -142,11 +149,7 @@ async def test_a_refused_step_is_answered_abandoned_and_the_stream_stays_in_step
         reply = await client.step(pb.RoundInfo(round=info.round, ticket="not-mine"), advertise=pb.PeerKeys())
         assert reply.WhichOneof("step") == "abandoned" and "partition 0" in reply.abandoned
         await client.outbox.put(pb.Envelope(next=pb.TaskRequest()))  # passes on the round
-        for _ in range(200):
-            if agg.coordinator.waiting[0]:
-                break
-            await asyncio.sleep(0.01)
-        assert agg.coordinator.waiting[0] == 1  # back waiting for a round: the stream is in step
+        await back_waiting(agg)
         task.cancel()
 
 
@@ -161,4 +164,19 @@ async def test_a_plain_jobs_session_refuses_secagg_steps():
             await client.call.read()
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "SecAgg+ step" in refused.value.details()
+        task.cancel()
+
+
+async def test_a_refused_masked_vector_is_answered_with_the_refusal_not_the_survivor_lists():
+    async with Aggregator(secure=True) as agg:
+        task = agg.start_round(1)
+        client = agg.clients[0]
+        info = (await client.call.read()).round
+        wrong = pb.UpdateInfo(partition=0, round=info.round, ticket="not-mine", inline=bytes(4 * 6),
+                              tensors=[pb.TensorHeader(name=MASKED_TENSOR, dtype="uint32", shape=[6], nbytes=24)])
+        await client.outbox.put(pb.Envelope(update=wrong))
+        reply = (await client.call.read()).reply
+        assert not reply.accepted and reply.reason.startswith("not_selected")
+        await client.outbox.put(pb.Envelope(next=pb.TaskRequest()))  # no reveal: the client passes
+        await back_waiting(agg)
         task.cancel()

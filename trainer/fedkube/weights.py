@@ -28,6 +28,12 @@ def view_weights(model: torch.nn.Module) -> Weights:
     return {name: t.detach().cpu().numpy() for name, t in model.state_dict().items() if t.is_floating_point()}
 
 
+def weight_shapes(model: torch.nn.Module) -> list[tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of each floating-point tensor of the model, without copying it off its device."""
+    return [(tuple(t.shape), torch.empty(0, dtype=t.dtype).numpy().dtype)
+            for t in model.state_dict().values() if t.is_floating_point()]
+
+
 def share_weights(model: torch.nn.Module, weights: Weights) -> None:
     """Make the model's floating-point state views of `weights` (no copy), e.g. to evaluate them.
 

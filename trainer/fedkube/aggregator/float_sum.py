@@ -28,7 +28,7 @@ import numpy as np
 import threadpoolctl
 from scipy.linalg import blas
 
-from fedkube.aggregator import buffers
+from fedkube import buffers
 from fedkube.aggregator.running_sum import RunningSum, all_finite, sum_dtype
 from fedkube.protocol.tensors import TensorSpec
 

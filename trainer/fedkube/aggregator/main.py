@@ -24,8 +24,10 @@ from typing import Any, TypeVar
 import grpc
 import torch
 
-from fedkube.aggregator import buffers
+from fedkube import buffers
+from fedkube.aggregator.accumulate import WeightedSum
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
+from fedkube.aggregator.float_sum import FloatSum
 from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
 from fedkube.aggregator.metrics import exposition
 from fedkube.aggregator.secagg import SecAggRounds
@@ -253,7 +255,20 @@ class Aggregator:
         write_text_atomic(self.options.output_dir / "metrics.json", history)
         write_text_atomic(self.options.output_dir / "status.json", self.board.document_json(history))
 
+    def reserve_first_sum(self) -> None:
+        """Map the first round's running sum while the clients connect (see fedkube.buffers)."""
+        accumulator = self.strategy.new_round(specs_of(self.weights))
+        if isinstance(accumulator, WeightedSum) and isinstance(accumulator.store, FloatSum):
+            buffers.give_back(accumulator.sums)
+
     async def run_rounds(self) -> JobEnd:
+        reserving = asyncio.create_task(asyncio.to_thread(self.reserve_first_sum))
+        try:
+            return await self._run_rounds(reserving)
+        finally:
+            reserving.cancel()  # a job that ends before its first round does not wait for it
+
+    async def _run_rounds(self, reserving: asyncio.Task[None]) -> JobEnd:
         for number in range(self.next_round, self.plan.rounds + 1):
             exhausted = self.privacy.budget_exhausted()
             if exhausted is not None:
@@ -262,6 +277,7 @@ class Aggregator:
                 return JobEnd(False, (
                     f"only {len(self.coordinator.live)} of the required {self.plan.min_available} clients "
                     f"(spec.clients.minAvailable) are connected after {self.plan.join_timeout_seconds:g}s"))
+            await reserving
             self.board.phase, self.board.round = "Running", number
             set_context(round=number)
             rounds = self.secagg or self.coordinator

@@ -141,17 +141,22 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             if inline is None:
                 for chunk in self._chunks(task):
                     yield chunk
-            while True:  # the client's update or `next`; with SecAgg+ its steps too, and always `next` last
+            while True:  # the client's update or `next`; with SecAgg+ its steps too, its reveal or `next` last
                 answer = await self._read(context, messages)
                 if answer is None:  # the client closed its side
                     return
                 if answer.HasField("secagg") and self.secagg is not None:
-                    if (step := await self.secagg.handle(partition, answer.secagg)) is not None:
-                        yield pb.Envelope(secagg_reply=step)
+                    if (step := await self.secagg.handle(partition, answer.secagg)) is None:  # a reveal
+                        break
+                    yield pb.Envelope(secagg_reply=step)
                 elif answer.HasField("update"):
                     reply, framed = await self._submit(context, answer.update, messages, bounded=True)
-                    if not reply.accepted or self.secagg is not None:  # see the .proto: who waits for a verdict
+                    if not reply.accepted:  # see the .proto: an accepted update needs no message
                         yield pb.Envelope(reply=reply)
+                    elif self.secagg is not None:  # SecAgg+: the survivor lists answer a masked vector, once known
+                        query = pb.SecAggRequest(round=answer.update.round, ticket=answer.update.ticket,
+                                                 unmask=pb.UnmaskQuery())
+                        yield pb.Envelope(secagg_reply=await self.secagg.handle(partition, query))
                     if not framed:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                             f"the update's data did not match its headers: {reply.reason}")

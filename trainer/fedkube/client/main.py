@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 import torch
 
+from fedkube import buffers
 from fedkube.client.corrections import LocalCorrections
 from fedkube.client.rewind import RoundRewind
 from fedkube.client.secagg import SecAggParticipant
@@ -38,7 +39,7 @@ from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
 from fedkube.tasks.files import open_source
-from fedkube.weights import Weights, set_weights, subtract_into, view_weights
+from fedkube.weights import Weights, set_weights, subtract_into, view_weights, weight_shapes
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,8 @@ class Client:
 
     def run(self) -> int:
         set_context(job=self.plan.job, partition=self.plan.partition)
+        # Round 1 receives into memory already mapped, as every later round does (see fedkube.buffers).
+        buffers.reserve(weight_shapes(self.model))
         self.join()
         while True:
             task = self._retrying("waiting for a round", self._next_task)
@@ -212,18 +215,19 @@ class Client:
             info, weights = task
             set_context(round=info.round)
             answered = False  # the session expects an update, or a pass, for every round it serves
+            revealed = False  # with SecAgg+, the reveal ends the round; anything else ends with a pass
             secagg = self.secagg if self.secagg is not None and self.secagg.serves_again(info) else None
             try:
                 if secagg is not None and secagg.masked:  # a restarted aggregator finishing this attempt
-                    secagg.unmask(self.stream)
+                    revealed = secagg.unmask(self.stream, ask=True)
                     continue
                 if secagg is not None:
                     secagg.share(self.stream)
                 update = self.train_round(info, weights, secagg)
                 answered = True
-                reply = self._submit(info, update, verdict=secagg is not None)
-                if reply is not None and reply.accepted and secagg is not None:
-                    secagg.unmask(self.stream)
+                self._submit(info, update)
+                if secagg is not None and self.stream is not None:  # None: the session broke under the update
+                    revealed = secagg.unmask(self.stream, ask=False)
             except ProtocolError as exc:
                 log.warning("round %d: secure aggregation attempt left: %s", info.round, exc)
             except (grpc.RpcError, SessionEnded) as exc:  # a SecAgg+ step: the next round reopens the session
@@ -231,20 +235,19 @@ class Client:
                 log.warning("round %d: update not delivered: %s", info.round,
                             exc.details() if isinstance(exc, grpc.RpcError) else exc)
             finally:
-                if (not answered or secagg is not None) and self.stream is not None:
-                    self.stream.pass_round()  # with SecAgg+, a round always ends so
+                if (not answered or secagg is not None) and not revealed and self.stream is not None:
+                    self.stream.pass_round()
+                buffers.give_back(weights.values())  # the next round receives into them once they are free
 
-    def _submit(self, info: pb.RoundInfo, update: Iterable[Message], verdict: bool) -> pb.SubmitReply | None:
-        """The aggregator's verdict if we wait for one; None if not, or if the session broke first (the
-        next round reopens it)."""
+    def _submit(self, info: pb.RoundInfo, update: Iterable[Message]) -> None:
+        """Send the update; if the session breaks first, the next round reopens it."""
         assert self.stream is not None  # the round came from it
         try:
-            return self.stream.submit(info.round, update, verdict)
+            self.stream.submit(info.round, update)
         except (grpc.RpcError, SessionEnded) as exc:
             self._drop_stream()
             log.warning("round %d: update not delivered: %s", info.round,
                         exc.details() if isinstance(exc, grpc.RpcError) else exc)
-            return None
 
     def _join_secure_aggregation(self, info: pb.RoundInfo) -> None:
         """With SecAgg+, advertise keys for a new attempt (not one served again) while the weights stream in."""

@@ -48,9 +48,10 @@ class SecAggParticipant:
         stream.send(pb.Envelope(secagg=pb.SecAggRequest(round=self.info.round, ticket=self.info.ticket, **step)))
 
     @staticmethod
-    def _answer(stream: TaskStream, step: str) -> Any:
-        """The aggregator's answer to our last step; ProtocolError when it abandoned the attempt."""
-        reply = stream.secagg_reply()
+    def _answer(stream: TaskStream, step: str, reply: pb.SecAggReply | None = None) -> Any:
+        """The aggregator's answer to our last step (`reply` if already read); ProtocolError when it
+        abandoned the attempt."""
+        reply = stream.secagg_reply() if reply is None else reply
         kind = reply.WhichOneof("step")
         if kind == "abandoned":
             raise ProtocolError(reply.abandoned)
@@ -84,10 +85,25 @@ class SecAggParticipant:
         self.masked = True
         return {MASKED_TENSOR: self.vector}
 
-    def unmask(self, stream: TaskStream) -> None:
-        """Step 4: reveal one share per neighbour, as the survivor lists ask."""
-        self._send(stream, unmask=pb.UnmaskQuery())
-        survivors = self._answer(stream, "survivors")
+    def unmask(self, stream: TaskStream, ask: bool) -> bool:
+        """Step 4, as the survivor lists ask; whether we revealed (that ends the round).
+
+        Right after our masked vector the lists come unasked, as the aggregator's answer to it (or a
+        refusal); `ask` them of an aggregator that serves the attempt again.
+        """
+        if ask:
+            self._send(stream, unmask=pb.UnmaskQuery())
+            survivors = self._answer(stream, "survivors")
+        else:
+            verdict = stream.verdict()
+            if isinstance(verdict, pb.SubmitReply):  # refused: there is nothing of ours to unmask
+                return False
+            survivors = self._answer(stream, "survivors", verdict)
+        self.reveal(stream, survivors)
+        return True
+
+    def reveal(self, stream: TaskStream, survivors: pb.Survivors) -> None:
+        """One share per neighbour: of its self-mask seed if it survived, of its masking key if it dropped."""
         shares = self.session.reveal(survivors.survived, survivors.dropped)
         self._send(stream, reveal=pb.RevealedShares(shares=[pb.RevealedShare(partition=p, share=b)
                                                             for p, b in sorted(shares.items())]))

@@ -82,18 +82,20 @@ class TaskStream:
             if nbytes <= 0:
                 return
 
-    def submit(self, round_number: int, update: Iterable[Message], verdict: bool) -> pb.SubmitReply | None:
-        """Send an update (UpdateInfo, then its data chunks unless inline); with `verdict` (SecAgg+, whose
-        aggregator answers every update), wait for the aggregator's answer, which is logged."""
+    def submit(self, round_number: int, update: Iterable[Message]) -> None:
+        """Send an update (UpdateInfo, then its data chunks unless inline); a refusal comes later, if at all."""
         self._submitted = round_number
         self._outbox.put(update)
-        if not verdict:
-            return None
-        reply = self._receive()
-        if not reply.HasField("reply"):
-            raise SessionEnded("the aggregator answered an update with something else than a reply")
-        _log_verdict(round_number, reply.reply)
-        return reply.reply
+
+    def verdict(self) -> pb.SubmitReply | pb.SecAggReply:
+        """The answer to a SecAgg+ masked vector: a refusal (logged), or, accepted, the survivor lists."""
+        answer = self._receive()
+        if answer.HasField("reply"):
+            _log_verdict(self._submitted, answer.reply)
+            return answer.reply
+        if not answer.HasField("secagg_reply"):
+            raise SessionEnded("the aggregator answered a masked vector with something else")
+        return answer.secagg_reply
 
     def send(self, envelope: pb.Envelope) -> None:
         """A message of the round just served that waits for no answer here (e.g. a SecAgg+ step)."""
@@ -108,7 +110,7 @@ class TaskStream:
 
     def pass_round(self) -> None:
         """End the round just served: without an update (e.g. a secure aggregation attempt left), or, with
-        SecAgg+, after the update and the reveal."""
+        SecAgg+, after an update that was refused or brought no reveal."""
         self._outbox.put([pb.Envelope(next=pb.TaskRequest())])
 
     def close(self) -> None:

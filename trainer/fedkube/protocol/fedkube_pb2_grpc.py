@@ -92,11 +92,11 @@ class AggregatorServicer:
         aggregator then sends each round this client is selected for (RoundInfo, then the data chunks
         unless the weights travel inline) and the client answers with its update (UpdateInfo, then the
         data chunks unless inline), or with `next` to pass on the round. The aggregator answers an update
-        with `reply` only when it refused it, or when the job uses SecAgg+ (its clients wait for the
-        verdict before they unmask): an accepted update needs no message, which is a third of a small
-        round's. At the end the aggregator sends JobDone.
-        In a SecAgg+ job the client also takes the attempt's steps on it (see SecAggRequest), and ends
-        each round with `next`, after its update and its reveal.
+        with `reply` only when it refused it: an accepted update needs no message, which is a third of a
+        small round's. At the end the aggregator sends JobDone.
+        In a SecAgg+ job the client also takes the attempt's steps on it (see SecAggRequest); the
+        aggregator answers an accepted masked vector with the survivor lists (`secagg_reply`), and the
+        client's reveal, or else its `next`, ends the round.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedkube import buffers
 from fedkube.protocol import fedkube_pb2 as pb
 
 CHUNK_BYTES = 1 << 20
@@ -120,8 +121,9 @@ class ChunkCursor:
 
 
 def receive_tensors(specs: list[TensorSpec], chunks: Iterable[bytes]) -> dict[str, np.ndarray]:
-    """Reassemble tensors from their chunks into freshly allocated arrays (client side)."""
-    arrays = {s.name: np.empty(s.shape, dtype=s.dtype) for s in specs}
+    """Reassemble tensors from their chunks into arrays the caller owns (client side): a round's buffers
+    given back (fedkube.buffers) or new ones."""
+    arrays = {s.name: buffers.empty(s.shape, s.dtype) for s in specs}
     flats = [byte_view(arrays[s.name]) for s in specs]
     cursor = ChunkCursor(specs)
     for chunk in chunks:
