@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from fedkube import buffers
 from fedkube.secure import min_bits
 from fedkube.secure.masks import add_masks
 from fedkube.secure.ring import Ring
@@ -243,9 +244,13 @@ def test_a_precomputed_mask_plus_the_encoded_update_is_the_masked_update(bits: i
         s.receive({q: outbox[q][p] for q in range(4) if q != p})
     precomputed = setup.ring.encode(update, 9, into=sessions[1].mask_vector())
     assert np.array_equal(precomputed, sessions[1].mask(setup.ring.encode(update, 9)))
+    expected = sessions[1].mask_vector()
     spent = np.full(update.size + 1, 12345, setup.ring.dtype)  # an earlier attempt's delivered vector
-    assert sessions[1].mask_vector(spent) is spent and np.array_equal(spent, sessions[1].mask_vector())
-    assert np.array_equal(sessions[1].mask_vector(spent[1:]), sessions[1].mask_vector())  # does not fit: unused
+    address = spent.ctypes.data
+    buffers.give_back([spent])
+    del spent  # nothing refers to it but the pool now
+    taken = sessions[1].mask_vector()
+    assert taken.ctypes.data == address and np.array_equal(taken, expected)  # its memory, none of its values
     assert precomputed.max() < 2 ** bits
     with pytest.raises(ValueError, match="70001"):
         setup.ring.encode(update[1:], 9, into=sessions[1].mask_vector())

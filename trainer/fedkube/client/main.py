@@ -254,7 +254,7 @@ class Client:
         config = json.loads(info.config_json or "{}")
         if "secagg" in config and not (self.secagg is not None and self.secagg.serves_again(info)):
             assert self.stream is not None  # the round came from it
-            self.secagg = SecAggParticipant(info, self.plan.partition, config["secagg"], self.secagg)
+            self.secagg = SecAggParticipant(info, self.plan.partition, config["secagg"])
             self.secagg.advertise(self.stream)
 
 

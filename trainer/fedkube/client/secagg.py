@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fedkube import buffers
 from fedkube.client.session import SessionEnded, TaskStream
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.secure.secagg import MASKED_TENSOR, ClientSession, ProtocolError, RoundSetup
@@ -28,16 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class SecAggParticipant:
-    def __init__(self, info: pb.RoundInfo, partition: int, config: Mapping[str, Any],
-                 previous: SecAggParticipant | None = None) -> None:
+    def __init__(self, info: pb.RoundInfo, partition: int, config: Mapping[str, Any]) -> None:
         self.info, self.partition = info, partition
         self.session = ClientSession(RoundSetup.from_json(config), partition)
         self.mask: Future[np.ndarray] = Future()
         self.masked = False  # our masked vector was made: from now on we only ever reveal
-        self.vector: np.ndarray | None = None  # the masked vector; once we revealed, it was delivered
-        self.revealed = False
-        # The previous attempt's delivered vector takes this one's mask: no fresh model-sized pages.
-        self.spare = previous.vector if previous is not None and previous.revealed else None
+        self.vector: np.ndarray | None = None  # the masked vector, until it is delivered
 
     def serves_again(self, info: pb.RoundInfo) -> bool:
         """Whether `info` is our attempt served again: a restarted aggregator finishing its unmasking."""
@@ -75,7 +72,7 @@ class SecAggParticipant:
 
     def _expand(self) -> None:
         try:
-            self.mask.set_result(self.session.mask_vector(self.spare))
+            self.mask.set_result(self.session.mask_vector())
         except Exception as exc:  # masked_update raises it in turn, so no update is sent
             self.mask.set_exception(exc)
 
@@ -107,5 +104,7 @@ class SecAggParticipant:
         shares = self.session.reveal(survivors.survived, survivors.dropped)
         self._send(stream, reveal=pb.RevealedShares(shares=[pb.RevealedShare(partition=p, share=b)
                                                             for p, b in sorted(shares.items())]))
-        self.revealed = True
+        if self.vector is not None:  # delivered: the next attempt's mask may take its memory
+            buffers.give_back([self.vector])
+            self.vector = None
         log.info("round %d: revealed %d shares for unmasking", self.info.round, len(shares))

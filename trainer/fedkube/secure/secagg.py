@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fedkube import buffers
 from fedkube.secure import shamir
 from fedkube.secure.masks import SEED_BYTES, add_masks
 from fedkube.secure.ring import Ring
@@ -205,17 +206,13 @@ class ClientSession:
                                        _pair_sign(self.me, peer)) for peer in sorted(set(self.held) - {self.me})]
         return self.setup.ring.reduce(add_masks(encoded, masks))
 
-    def mask_vector(self, spare: np.ndarray | None = None) -> np.ndarray:
+    def mask_vector(self) -> np.ndarray:
         """Step 3 before the update exists: the total mask, to which `Ring.encode` adds the update.
 
         It depends only on this attempt's secrets and on who shared, so a client computes it
-        while it trains. `spare`: a delivered vector of an earlier attempt to write it into (when
-        it fits), since faulting in a fresh model-sized array costs half as much as the masks.
+        while it trains, into a delivered vector of an earlier attempt when one is free (fedkube.buffers).
         """
-        if spare is not None and spare.shape == (self.setup.length,) and spare.dtype == self.setup.ring.dtype:
-            spare.fill(0)
-            return self.mask(spare)
-        return self.mask(np.zeros(self.setup.length, dtype=self.setup.ring.dtype))
+        return self.mask(buffers.zeros((self.setup.length,), self.setup.ring.dtype))
 
     def reveal(self, survivors: Collection[int], dropped: Collection[int]) -> dict[int, bytes]:
         """Step 4: b shares of survivors (us included), s-key shares of dropped neighbours; never both for one.
