@@ -44,8 +44,8 @@ def headline(agg: Report | None, overhead: Report | None, dig: Report | None, xf
                      f"extra memory {r['extra / model']:.1f}x the model")
     for r in rows(overhead):
         if not r["peer"].startswith("fedkube") and r["peer / fedkube clear"]:
-            lines.append(f"- Round overhead, {r['clients']} clients: {r['peer / fedkube clear']:.3g}x less than "
-                         f"{r['peer']} in clear text, {r['peer / fedkube mTLS']:.3g}x with fedkube's mutual TLS "
+            lines.append(f"- Round overhead, {r['clients']} clients: {_times(r['peer / fedkube clear'])} less than "
+                         f"{r['peer']} in clear text, {_times(r['peer / fedkube mTLS'])} with fedkube's mutual TLS "
                          f"({r['s / round']:.3g} s a round against {_ours(overhead, r['clients'])})")
         elif not r["peer"].startswith("fedkube") and str(r["target"]).startswith("did not finish"):
             lines.append(f"- Round overhead, {r['clients']} clients: {r['peer']} {r['target']}")
@@ -63,6 +63,11 @@ def headline(agg: Report | None, overhead: Report | None, dig: Report | None, xf
                      f"{r['s / round']:.2f} s a round ({r['vs all-sampled: round time']:.1f}x the all-sampled "
                      f"job's), aggregator peak RSS {r['aggregator peak RSS MB']:.0f} MB")
     return lines
+
+
+def _times(ratio: float) -> str:
+    """3 significant digits, without the exponent notation :g gives a ratio of 1000 or more."""
+    return f"{ratio:.3g}x" if ratio < 100 else f"{ratio:.0f}x"
 
 
 def _ours(overhead: Report | None, clients: int) -> str:
