@@ -48,7 +48,7 @@ from fedkube.plan import METRICS_PORT, STATUS_PORT, AggregatorPlan
 from fedkube.privacy.base import BUDGET_EXHAUSTED
 from fedkube.privacy.build import aggregator_privacy
 from fedkube.protocol.tensors import specs_of
-from fedkube.protocol.wire import add_aggregator_service
+from fedkube.protocol.wire import GRPC_OPTIONS, add_aggregator_service
 from fedkube.secure.tls import Identity
 from fedkube.stores import StoreError, open_store
 from fedkube.strategies import Strategy, Weights, build_strategy
@@ -57,7 +57,6 @@ from fedkube.weights import share_weights, view_weights
 
 log = logging.getLogger(__name__)
 
-GRPC_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
 # After the job ends, keep answering so every connected client hears that it is over.
 LINGER_SECONDS = 10.0
 # How long the last checkpoint and the final export keep retrying a failing store before the job fails.

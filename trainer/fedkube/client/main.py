@@ -32,7 +32,7 @@ from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import inline_payload, specs_of
-from fedkube.protocol.wire import data_messages
+from fedkube.protocol.wire import GRPC_OPTIONS, data_messages
 from fedkube.secure.secagg import ProtocolError
 from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
@@ -43,7 +43,6 @@ from fedkube.weights import Weights, set_weights, subtract_into, view_weights, w
 
 log = logging.getLogger(__name__)
 
-GRPC_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.CANCELLED}
 
 

@@ -21,6 +21,8 @@ from fedkube.protocol.tensors import chunk_views
 
 SERVICE = "fedkube.v1.Aggregator"
 DATA_TAG = b"\x1a"  # Envelope.data: field 3, wire type 2 (length-delimited)
+# Both ends: a message is a chunk of at most 1 MiB or a header, so 8 MiB leaves room without a 2 GB ceiling.
+GRPC_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
 
 
 def _varint(raw: bytes | memoryview, pos: int) -> tuple[int, int]:
