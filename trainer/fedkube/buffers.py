@@ -43,6 +43,7 @@ def empty(shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
 
 
 def zeros(shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
+    """`empty`, zeroed: a running sum's start."""
     buffer = empty(shape, dtype)
     np.copyto(buffer, 0)
     return buffer

@@ -5,9 +5,9 @@ keeps an update's chunks until it commits, then frees them all at once. With gli
 the heap's top is given back to the kernel whenever more than twice the largest recent block lies
 free there, so every round faults the same memory back in page by page (256 faults a MiB), and a
 block freed from an mmap is unmapped at once: a 3-round job with a 1 GB model took 1.4M to 1.7M
-page faults, 0.87M with these settings. Blocks below 32 MiB now come
-from the heap, and up to 2 GiB freed at its top is kept for the next round instead of returned.
-The peak memory is unchanged: what is kept is reused, never added to.
+page faults, 0.87M with these settings. Blocks below 32 MiB now come from the heap, and up to
+2 GiB freed at its top is kept for the next round instead of returned. The peak memory is
+unchanged: what is kept is reused, never added to.
 """
 
 from __future__ import annotations

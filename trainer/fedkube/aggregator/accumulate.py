@@ -101,7 +101,7 @@ class WeightedSum:
         """Fold a chunk now, or with another update's chunk of the same elements (see the module)."""
         region = (index, start, values.size)
         if not (self.store.folds_together and self.open > 1 and values.size):
-            fold.folded(region, values, self.store.fold(index, slice(start, start + values.size), values, fold.weight))
+            self._fold_one(fold, values, region)
             return
         waiting = self._waiting.get(region)
         if waiting is None:
@@ -117,7 +117,10 @@ class WeightedSum:
         fold.folded(region, values, ok[1])
 
     def fold_alone(self, region: Region) -> None:
-        fold, values = self._release(region)
+        """Fold a waiting chunk without its partner."""
+        self._fold_one(*self._release(region), region)
+
+    def _fold_one(self, fold: UpdateFold, values: np.ndarray, region: Region) -> None:
         index, start, size = region
         fold.folded(region, values, self.store.fold(index, slice(start, start + size), values, fold.weight))
 
