@@ -25,7 +25,17 @@ def view_weights(model: torch.nn.Module) -> Weights:
     For reading a model once it is done changing (a client's delta, the aggregator's initial
     weights), where get_weights' copy of a large model would cost its size in time and memory.
     """
-    return {name: t.detach().cpu().numpy() for name, t in model.state_dict().items() if t.is_floating_point()}
+    return view_state(float_state(model))
+
+
+def float_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's floating-point state tensors, detached: they share its memory, so a client that loads and
+    reads them every round keeps them and skips a state_dict walk each time (a task trains the model in place)."""
+    return {name: t for name, t in model.state_dict().items() if t.is_floating_point()}
+
+
+def view_state(state: dict[str, torch.Tensor]) -> Weights:
+    return {name: t.cpu().numpy() for name, t in state.items()}
 
 
 def weight_shapes(model: torch.nn.Module) -> list[tuple[tuple[int, ...], np.dtype]]:
@@ -47,10 +57,13 @@ def share_weights(model: torch.nn.Module, weights: Weights) -> None:
 
 def set_weights(model: torch.nn.Module, weights: Weights) -> None:
     """Load `weights` into the model in place (same names, shapes and dtypes as get_weights)."""
-    state = model.state_dict()
-    with torch.no_grad():
-        for name, array in weights.items():
-            state[name].copy_(torch.from_numpy(np.ascontiguousarray(array)))
+    load_state(float_state(model), weights)
+
+
+def load_state(state: dict[str, torch.Tensor], weights: Weights) -> None:
+    """Copy `weights` into `state`'s tensors (detached, so autograd records nothing)."""
+    for name, array in weights.items():
+        state[name].copy_(torch.from_numpy(np.ascontiguousarray(array)))
 
 
 def subtract(a: Weights, b: Weights) -> Weights:

@@ -39,7 +39,7 @@ from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
 from fedkube.tasks.files import open_source
-from fedkube.weights import Weights, set_weights, subtract_into, view_weights, weight_shapes
+from fedkube.weights import Weights, float_state, load_state, subtract_into, view_state, weight_shapes
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class Client:
         self.device = pick_device()
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
+        self.state = float_state(self.model)  # what each round loads and sends, without a state_dict walk
         self.privacy = client_privacy(plan.privacy)
         self.ckks = None
         if plan.secure_aggregation.mode == "ckks":  # updates leave encrypted; the global model arrives so
@@ -169,7 +170,7 @@ class Client:
         """Train now; the update's messages (data chunks, if any, are cut as gRPC sends them)."""
         global_weights, server_variates = split_variates(self.ckks.global_weights(received) if self.ckks else received)
         self.variates, self.codec = self.rewind.start(info.round, (self.variates, self.codec))
-        set_weights(self.model, global_weights)
+        load_state(self.state, global_weights)
         evaluation = self._evaluate_global()
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
         config = json.loads(info.config_json or "{}")
@@ -180,7 +181,7 @@ class Client:
         seed_torch(seed, self.device)  # dropout and other global-RNG draws repeat when a round is retrained
         with LocalCorrections(self.model, self.mu, drift) as corrections:
             result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
-        local = view_weights(self.model)  # the model stays as trained until the next round
+        local = view_state(self.state)  # the model stays as trained until the next round
         update = subtract_into(local, global_weights)  # the global weights are not needed any more
         if server_variates:
             # c_i+ is the round's mean raw gradient; tensors without a gradient keep theirs (zero).
@@ -190,7 +191,7 @@ class Client:
         if self.ckks:  # a CKKS job sends its example-weighted model, encrypted
             wire, num_examples = self.ckks.update(local, result.num_examples), result.num_examples
         elif secagg is None:
-            wire, num_examples = self.codec.encode(update, np.random.default_rng(seed)), result.num_examples
+            wire, num_examples = self.codec.encode(update, seed), result.num_examples
         else:  # the example count travels masked inside the vector, as the weight
             wire, num_examples = secagg.masked_update(update, self.privacy.weight(result.num_examples)), 0
         metrics = {**result.metrics, **privacy_metrics, **evaluation}

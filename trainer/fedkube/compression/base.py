@@ -76,8 +76,9 @@ class Codec(ABC):
     def wire_specs(self, specs: list[TensorSpec]) -> list[TensorSpec]:
         return [w for s in specs for w in self.parts(s)]
 
-    def encode(self, update: Weights, rng: np.random.Generator) -> Weights:
-        """A whole update as its wire tensors, in order."""
+    def encode(self, update: Weights, seed: int) -> Weights:
+        """A whole update as its wire tensors, in order; `seed` seeds what the codec draws at random."""
+        rng = np.random.default_rng(seed)
         wire: Weights = {}
         for name, array in update.items():
             spec = TensorSpec(name, str(array.dtype), tuple(array.shape))
