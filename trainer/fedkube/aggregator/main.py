@@ -288,7 +288,8 @@ class Aggregator:
             else:
                 log.warning("round %d abandoned: %d of %d required clients reported", number,
                             len(outcome.reported), self.plan.min_available)
-            entry = history_entry(outcome, completed, evaluation) | timings
+            # When the round's record was complete (evaluation included), as wall-clock Unix time.
+            entry = history_entry(outcome, completed, evaluation) | timings | {"ended": round(time.time(), 6)}
             self.privacy.record(entry, outcome.client_metrics, completed)
             self.board.history.append(entry)
             self.board.privacy = self.privacy.status()
