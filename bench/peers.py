@@ -1,8 +1,9 @@
 """Run one job on each peer and return its timeline: when each round ended, and the accuracy.
 
-fedkube runs as users run it (`fedkube run job.yaml`), its rounds timed by watching the run's
-metrics.json, which the aggregator rewrites after each round; Flower runs through
-bench/flower_peer.py in its own venv. Timelines use the wall clock of this one machine.
+fedkube runs as users run it (`fedkube run job.yaml`), each round timed by the end the aggregator
+stamps on its metrics.json entry (the file, rewritten after each round, is watched for the CPU
+readings); Flower runs through bench/flower_peer.py in its own venv, its server stamping each round's
+end as it records it. Timelines use the wall clock of this one machine.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: di
             raise TimeoutError(f"fedkube did not finish {rounds} rounds within {timeout:g}s")
         if process.returncode != 0:
             raise RuntimeError(f"fedkube run failed:\n{log.read_text()[-3000:]}")
-        return Timeline(started, seen, tuple(_read(metrics)), peak, cpu.per_round())
+        history = _read(metrics)
+        # The aggregator stamps each round's end: exact, where the 10 ms polling only brackets it.
+        ends = [(h["round"], h["ended"], h.get("accuracy")) for h in history if "ended" in h]
+        return Timeline(started, ends if len(ends) == len(history) else seen, tuple(history), peak, cpu.per_round())
 
 
 def _aggregator_rss(launcher: int) -> int:

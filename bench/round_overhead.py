@@ -71,10 +71,9 @@ def run(clients_list: list[int], rounds: int, default_rounds: int, default_clien
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
-    # A fedkube round of a small model is a few milliseconds and its end is seen by polling metrics.json
-    # every 10 ms: 20 rounds keep that polling within about 5% of the mean (rounds cost little next to
-    # Flower's start-up).
-    parser.add_argument("--rounds", type=int, default=20)
+    # Rounds are timed by the stamps each peer's server puts on them; the CPU readings come from polling the
+    # processes every 10 ms, and 40 rounds of a few milliseconds keep a reading's lag within a few percent.
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--default-rounds", type=int, default=3, help="rounds for Flower's default (slow) mode")
     parser.add_argument("--default-clients", type=int, nargs="*", default=[8, 32],
                         help="client counts at which Flower's default mode runs")

@@ -18,9 +18,9 @@ from bench.common import ROOT, Report, machine_facts
 README = ROOT / "README.md"
 MARKERS = ("<!-- bench-headline:start -->", "<!-- bench-headline:end -->")
 PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {"aggregate": ([8, 64], 2), "overhead": ([8, 32], 20, 3, [8]), "digits": (12, 2, False),
+    "quick": {"aggregate": ([8, 64], 2), "overhead": ([8, 32], 40, 3, [8]), "digits": (12, 2, False),
               "transfer": (1000.0, ["mTLS (default)"]), "many_clients": (1000, 100, 6, 10_000)},
-    "full": {"aggregate": ([8, 32, 64], 3), "overhead": ([8, 32], 30, 3, [8, 32]), "digits": (20, 12, True),
+    "full": {"aggregate": ([8, 32, 64], 3), "overhead": ([8, 32], 60, 3, [8, 32]), "digits": (20, 12, True),
              "transfer": (1000.0, list(transfer.TRANSPORTS)), "many_clients": (1000, 100, 20, 10_000)},
 }
 

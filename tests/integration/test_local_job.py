@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import numpy as np
 import pytest
@@ -31,10 +33,13 @@ def jobs(tmp_path):
 def test_four_clients_train_and_checkpoints_verify(jobs):
     doc = job_doc("four", partitions=4, rounds=3, min_available=4)
     doc["spec"]["checkpoint"] = {"keepLast": 2}
+    launched = time.time()
     job = jobs(doc)
     assert job.wait_exit() == 0, job.aggregator_log()
     history = job.metrics()
     assert [h["round"] for h in history] == [1, 2, 3]
+    ends = [h["ended"] for h in history]  # each round's end, in Unix seconds
+    assert launched < ends[0] < ends[1] < ends[2] < time.time()
     assert all(h["status"] == "completed" and h["clients_reported"] == 4 for h in history)
     assert history[-1]["accuracy"] > history[0]["accuracy"] and history[-1]["accuracy"] > 0.8
     assert all(h["bytes_in"] > 0 and h["bytes_out"] > 0 for h in history)

@@ -182,8 +182,9 @@ class UpdateFold:
         self._folded.record(index, positions, values)
 
     def flush(self) -> None:
-        """Fold the chunks still waiting for a partner; raises if any chunk of the update failed."""
-        for region in list(self.waiting):
+        """Fold the chunks still waiting for a partner, in element order (the sum's frontier moves forward);
+        raises if any chunk of the update failed."""
+        for region in sorted(self.waiting):
             self.target.fold_alone(region)
         self._check()
 

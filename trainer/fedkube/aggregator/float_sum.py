@@ -11,6 +11,11 @@ Chunks of the same elements from several updates streaming at once fold together
 (`fold_together`): each block of the sum is read and written once for all of them, which is most
 of the traffic a fold adds to a copy's. The blocks shrink so that all of them still fit in L2.
 
+The sum starts as memory a round was done with (fedkube.buffers), not zeros: each tensor's
+elements below a frontier hold the sum, and the first chunk past it writes `weight * values`
+there rather than adding to zeros, which saves zeroing the sum and reading it once (a gap a
+chunk skips is zeroed). Updates stream in element order, so the frontier only moves forward.
+
 A non-finite value never reaches the sum: the blocks of its chunk already added are taken back
 out, as an aborted update's chunks are, which leaves the sum as it was within float32 rounding.
 
@@ -63,9 +68,10 @@ class FloatSum(RunningSum):
     folds_together = True
 
     def __init__(self, specs: list[TensorSpec]) -> None:
-        self._sums = [buffers.zeros(s.shape, sum_dtype(s.dtype)) for s in specs]
+        self._sums = [buffers.empty(s.shape, sum_dtype(s.dtype)) for s in specs]
         self._flat = [a.reshape(-1) for a in self._sums]
-        self._blas = [blas.get_blas_funcs(("dot", "axpy"), (flat,)) for flat in self._flat]
+        self._frontier = [0] * len(specs)  # elements below it hold the sum; those above, anything
+        self._blas = [blas.get_blas_funcs(("dot", "axpy", "copy", "scal"), (flat,)) for flat in self._flat]
         self._largest = [float(np.finfo(flat.dtype).max) for flat in self._flat]
 
     def fold(self, index: int, where: slice | np.ndarray, values: np.ndarray, weight: float) -> bool:
@@ -76,6 +82,7 @@ class FloatSum(RunningSum):
             return self.fold_together(index, where.start, [(values, weight)])[0]
         if not all_finite(values, weight, flat.dtype):  # sparse positions, or a narrower dtype (float16)
             return False
+        self._zero_up_to(index, flat.size)
         flat[where] += values.astype(flat.dtype, copy=False) * flat.dtype.type(weight)
         return True
 
@@ -84,7 +91,12 @@ class FloatSum(RunningSum):
         size = parts[0][0].size
         if any(values.dtype != flat.dtype for values, _ in parts) or not size:
             return super().fold_together(index, start, parts)
-        dot, axpy = self._blas[index]
+        frontier = self._frontier[index]
+        if frontier < start + size:  # elements past the frontier: zero a gap, or all of a chunk that straddles it
+            self._zero_up_to(index, start if frontier <= start else start + size)
+        first = self._frontier[index] == start  # the chunk lies past the frontier: its first part writes
+        self._frontier[index] = max(self._frontier[index], start + size)
+        dot, axpy, copy, scal = self._blas[index]
         largest = self._largest[index]
         ok = [True] * len(parts)
         blocks = -(-size * flat.itemsize // block_bytes(len(parts)))
@@ -92,6 +104,7 @@ class FloatSum(RunningSum):
         # BLAS reads and writes at offsets into the chunk and the sum: no view to make per block.
         for at in range(0, size, step):
             n = min(step, size - at)
+            write = first
             for k, (values, weight) in enumerate(parts):
                 if not ok[k]:
                     continue
@@ -102,14 +115,30 @@ class FloatSum(RunningSum):
                         axpy(values, flat, n=at, a=-weight, offy=start)
                     ok[k] = False
                     continue
-                axpy(values, flat, n=n, a=weight, offx=at, offy=start + at)
+                if write:  # the block is in L2 after the copy: scaling it there reads no memory
+                    copy(values, flat, n=n, offx=at, offy=start + at)
+                    scal(weight, flat, n=n, offx=start + at)
+                    write = False
+                else:
+                    axpy(values, flat, n=n, a=weight, offx=at, offy=start + at)
+            if write:  # every part failed this block: it holds nothing yet
+                flat[start + at:start + at + n] = 0
         return ok
+
+    def _zero_up_to(self, index: int, end: int) -> None:
+        """Zero the elements from the frontier to `end`, which becomes the frontier."""
+        frontier = self._frontier[index]
+        if frontier < end:
+            self._flat[index][frontier:end] = 0
+            self._frontier[index] = end
 
     @property
     def sums(self) -> list[np.ndarray]:
+        for index, flat in enumerate(self._flat):
+            self._zero_up_to(index, flat.size)
         return self._sums
 
     def mean(self, total_weight: float) -> list[np.ndarray]:
-        for flat in self._flat:
+        for flat in self.sums:
             flat /= total_weight
         return self._sums

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from fedkube.aggregator.state import (
     weights_in_model_order,
 )
 from fedkube.aggregator.status import StatusBoard, serve_http, status_routes, termination_message
+from fedkube.aggregator.status_files import write_text_atomic
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.he.wire import is_encrypted
 from fedkube.logs import set_context
@@ -137,13 +137,6 @@ def stopwatch(into: dict[str, Any], key: str) -> Iterator[None]:
         yield
     finally:
         into[key] = round(time.perf_counter() - started, 4)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Readers (the launcher, benchmarks, a user's tail) never see a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Aggregator:
@@ -295,7 +288,8 @@ class Aggregator:
             else:
                 log.warning("round %d abandoned: %d of %d required clients reported", number,
                             len(outcome.reported), self.plan.min_available)
-            entry = history_entry(outcome, completed, evaluation) | timings
+            # When the round's record was complete (evaluation included), as wall-clock Unix time.
+            entry = history_entry(outcome, completed, evaluation) | timings | {"ended": round(time.time(), 6)}
             self.privacy.record(entry, outcome.client_metrics, completed)
             self.board.history.append(entry)
             self.board.privacy = self.privacy.status()
