@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from fedkube.weights import get_weights, share_weights, subtract_into, view_weights
+from fedkube.weights import float_state, get_weights, load_state, share_weights, subtract_into, view_state, view_weights
 
 
 def _model() -> torch.nn.Module:
@@ -18,6 +18,23 @@ def test_view_weights_shares_the_models_memory_and_skips_integer_buffers():
     with torch.no_grad():
         model[0].weight.add_(1.0)
     np.testing.assert_array_equal(views["0.weight"], model[0].weight.detach().numpy())
+
+
+def test_a_kept_float_state_loads_into_the_model_and_sees_its_training_round_after_round():
+    model = _model()
+    state = float_state(model)  # kept, as a client keeps it for the whole job
+    assert "1.num_batches_tracked" not in state
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for round_number in (1, 2):
+        weights = {n: np.full_like(a, float(round_number)) for n, a in get_weights(model).items()}
+        load_state(state, weights)
+        assert model[0].weight.requires_grad and model[0].weight.tolist() == [[float(round_number)] * 3] * 2
+        model.train()
+        (model(torch.randn(4, 3)) ** 2).sum().backward()  # training in place, as a task does
+        optimizer.step()
+        optimizer.zero_grad()
+        np.testing.assert_array_equal(view_state(state)["0.weight"], model[0].weight.detach().numpy())
+        assert not np.array_equal(view_state(state)["0.weight"], weights["0.weight"])
 
 
 def test_share_weights_makes_the_model_view_the_arrays_and_copies_read_only_ones():
