@@ -96,11 +96,15 @@ def test_too_few_clients_left_fails_the_job_with_a_message(jobs):
     doc = with_task(job_doc("starved", partitions=3, rounds=4, min_available=3, roundTimeoutSeconds=25,
                             joinTimeoutSeconds=45),
                     "fixture_tasks:straggler", {"slowPartition": 1, "slowCalls": [2], "seconds": 120})
+    doc["spec"]["checkpoint"] = {"everyRounds": 10}  # no checkpoint publishes the files before the quorum wait
     job = jobs(doc)
     job.wait_for("partition 1 to be in its second round",
                  lambda s: sum(1 in h["participants"]["reported"] for h in s["history"]) == 1
                  and s["round"] == len(s["history"]) + 1, timeout=240)
     job.kill_client(1)
+    waiting = job.wait_for("the wait for a quorum", lambda s: s["clients"]["joined"] < 3 and len(s["history"]) == 2)
+    assert [h["round"] for h in job.metrics()] == [1, 2]  # the files do not wait with the next round
+    assert waiting["phase"] == "Running"
     assert job.wait_exit(timeout=300) == 1
     status = job.final_status()
     assert status["phase"] == "Failed"

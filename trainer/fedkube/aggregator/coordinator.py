@@ -108,6 +108,8 @@ class Coordinator:
         self._changed = asyncio.Condition()      # the quorum waiter: the live clients changed
         self._alarms: dict[int, asyncio.Event] = {}  # partition -> the alarm its idle next_task calls sleep on
         self._stream_slots = asyncio.Semaphore(plan.max_concurrent_streams)
+        # Run once, right after the next clients are woken: work no client waits for overlaps theirs.
+        self.on_wake: Callable[[], None] | None = None
         self.codec = build_codec(plan.compression)
 
     async def _notify(self, partitions: Iterable[int] | None = None) -> None:
@@ -121,6 +123,9 @@ class Coordinator:
         for p in list(self._alarms) if partitions is None else partitions:
             if (alarm := self._alarms.pop(p, None)) is not None:
                 alarm.set()
+        if self.on_wake is not None:  # queued after the wake-ups: the woken clients' messages go out first
+            asyncio.get_running_loop().call_soon(self.on_wake)
+            self.on_wake = None
 
     # --- called by the servicer -------------------------------------------------------------
     async def join(self, partition: int) -> str:
@@ -252,6 +257,8 @@ class Coordinator:
     def sample(self, round_number: int) -> list[int]:
         """Deterministic in (seed, round, live set), so a resumed job samples the same clients."""
         candidates = sorted(self.live)
+        if self.plan.sampling != "poisson" and self.plan.clients_per_round >= len(candidates):
+            return candidates  # every live client, as the draw below would pick them (its generator costs ~0.1 ms)
         rng = np.random.default_rng([self.plan.seed, round_number])
         if self.plan.sampling == "poisson":
             q = self.plan.clients_per_round / self.plan.num_partitions

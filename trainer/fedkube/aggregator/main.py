@@ -265,6 +265,9 @@ class Aggregator:
             exhausted = self.privacy.budget_exhausted()
             if exhausted is not None:
                 return await self.stop_early(number - 1, exhausted)
+            if self.coordinator.on_wake is not None and len(self.coordinator.live) < self.plan.min_available:
+                self.coordinator.on_wake = None
+                self.publish()  # no round starts until clients come back: the last one's files do not wait
             if not await self.coordinator.wait_for_quorum(self.plan.join_timeout_seconds):
                 return JobEnd(False, (
                     f"only {len(self.coordinator.live)} of the required {self.plan.min_available} clients "
@@ -297,11 +300,13 @@ class Aggregator:
                 from fedkube.he.session import backfill_client_evaluation
 
                 backfill_client_evaluation(self.board.history, outcome.train_metrics)
-            self.publish()  # before the checkpoint's await: metrics.json always agrees with /status and /metrics
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
+                self.publish()  # before the checkpoint's await: metrics.json agrees with /status and /metrics
                 with stopwatch(entry, "checkpoint_seconds"):
                     await self.checkpoint(number, must=number == self.plan.rounds)
                 self.publish()
+            else:  # once the next round's clients are woken: the files are written while they train
+                self.coordinator.on_wake = self.publish
             log.info("round %d/%d %s: accuracy=%s reported=%d dropped=%d rejected=%d", number, self.plan.rounds,
                      "completed" if completed else "abandoned", evaluation.get("accuracy"),
                      len(outcome.reported), len(outcome.dropped), len(outcome.rejected))
