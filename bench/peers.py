@@ -50,6 +50,11 @@ class Timeline:
         return None
 
 
+# As often as bench/flower_peer.py watches Flower: each watcher (a CPU snapshot of the process tree is about
+# 1 ms) takes the same share of the cores from the peer it watches. Rounds are timed by their stamps.
+POLL_SECONDS = 0.05
+
+
 def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: dict[str, Any] | None = None,
                 spec: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Timeline:
     with tempfile.TemporaryDirectory(prefix="fedkube-bench-") as tmp:
@@ -69,10 +74,10 @@ def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: di
             if len(history) > len(seen):
                 cpu.round_ended(history[-1]["round"])
             seen += [(h["round"], now, h.get("accuracy")) for h in history[len(seen):]]
-            if polls % 10 == 0:  # psutil's walk of the process tree costs more than reading metrics.json
+            if polls % 2 == 0:  # psutil's walk of the process tree costs more than reading metrics.json
                 peak = max(peak, _aggregator_rss(process.pid))
             polls += 1
-            time.sleep(0.01)
+            time.sleep(POLL_SECONDS)
         if process.poll() is None:
             process.kill()
             raise TimeoutError(f"fedkube did not finish {rounds} rounds within {timeout:g}s")

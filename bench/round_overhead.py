@@ -71,8 +71,8 @@ def run(clients_list: list[int], rounds: int, default_rounds: int, default_clien
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
-    # Rounds are timed by the stamps each peer's server puts on them; the CPU readings come from polling the
-    # processes every 10 ms, and 40 rounds of a few milliseconds keep a reading's lag within a few percent.
+    # Rounds are timed by the stamps each peer's server puts on them; the CPU readings come from watching the
+    # processes every 50 ms (bench/peers.py), which 40 rounds of a few milliseconds span several times.
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--default-rounds", type=int, default=3, help="rounds for Flower's default (slow) mode")
     parser.add_argument("--default-clients", type=int, nargs="*", default=[8, 32],
