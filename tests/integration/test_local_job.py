@@ -104,6 +104,7 @@ def test_too_few_clients_left_fails_the_job_with_a_message(jobs):
     job.kill_client(1)
     waiting = job.wait_for("the wait for a quorum", lambda s: s["clients"]["joined"] < 3 and len(s["history"]) == 2)
     assert [h["round"] for h in job.metrics()] == [1, 2]  # the files do not wait with the next round
+    assert "round=1]: round 1/4 completed" in job.aggregator_log()  # written as round 2 began, named round 1
     assert waiting["phase"] == "Running"
     assert job.wait_exit(timeout=300) == 1
     status = job.final_status()

@@ -11,6 +11,7 @@ an uninterrupted run would have.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -247,6 +248,11 @@ class Aggregator:
         write_text_atomic(self.options.output_dir / "metrics.json", history)
         write_text_atomic(self.options.output_dir / "status.json", self.board.document_json(history))
 
+    def report(self, summary: Callable[[], None]) -> None:
+        """A finished round's status files and log line."""
+        self.publish()
+        summary()
+
     def reserve_first_sum(self) -> None:
         """Map the first round's running sum while the clients connect (see fedkube.buffers)."""
         accumulator = self.strategy.new_round(specs_of(self.weights))
@@ -265,9 +271,10 @@ class Aggregator:
             exhausted = self.privacy.budget_exhausted()
             if exhausted is not None:
                 return await self.stop_early(number - 1, exhausted)
-            if self.coordinator.on_wake is not None and len(self.coordinator.live) < self.plan.min_available:
+            report = self.coordinator.on_wake
+            if report is not None and len(self.coordinator.live) < self.plan.min_available:
                 self.coordinator.on_wake = None
-                self.publish()  # no round starts until clients come back: the last one's files do not wait
+                report()  # no round starts until clients come back: the last one's report does not wait
             if not await self.coordinator.wait_for_quorum(self.plan.join_timeout_seconds):
                 return JobEnd(False, (
                     f"only {len(self.coordinator.live)} of the required {self.plan.min_available} clients "
@@ -300,16 +307,18 @@ class Aggregator:
                 from fedkube.he.session import backfill_client_evaluation
 
                 backfill_client_evaluation(self.board.history, outcome.train_metrics)
+            summary = functools.partial(
+                log.info, "round %d/%d %s: accuracy=%s reported=%d dropped=%d rejected=%d", number, self.plan.rounds,
+                "completed" if completed else "abandoned", evaluation.get("accuracy"), len(outcome.reported),
+                len(outcome.dropped), len(outcome.rejected), extra={"round": number})
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
                 self.publish()  # before the checkpoint's await: metrics.json agrees with /status and /metrics
                 with stopwatch(entry, "checkpoint_seconds"):
                     await self.checkpoint(number, must=number == self.plan.rounds)
                 self.publish()
-            else:  # once the next round's clients are woken: the files are written while they train
-                self.coordinator.on_wake = self.publish
-            log.info("round %d/%d %s: accuracy=%s reported=%d dropped=%d rejected=%d", number, self.plan.rounds,
-                     "completed" if completed else "abandoned", evaluation.get("accuracy"),
-                     len(outcome.reported), len(outcome.dropped), len(outcome.rejected))
+                summary()
+            else:  # once the next round's clients are woken: files and log line are written while they train
+                self.coordinator.on_wake = functools.partial(self.report, summary)
         set_context(round=None)
         await self.export_final_model()
         return JobEnd(True, f"finished {self.plan.rounds} rounds")
