@@ -277,8 +277,9 @@ class Coordinator:
         self.round = state
         self._maybe_answered(state)
         await self._notify(selected)
-        try:
-            await asyncio.wait_for(state.answered.wait(), self.plan.round_timeout_seconds)
+        try:  # asyncio.timeout, not wait_for: no task to wrap the wait in, one wake-up less at the round's end
+            async with asyncio.timeout(self.plan.round_timeout_seconds):
+                await state.answered.wait()
         except TimeoutError:
             log.warning("round %d timed out after %ss", number, self.plan.round_timeout_seconds)
         state.closed = True
