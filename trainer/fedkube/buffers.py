@@ -43,7 +43,7 @@ def empty(shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
 
 
 def zeros(shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
-    """`empty`, zeroed: a running sum's start."""
+    """`empty`, zeroed: a SecAgg+ mask's start, and how `reserve` writes every page once."""
     buffer = empty(shape, dtype)
     np.copyto(buffer, 0)
     return buffer
