@@ -1,6 +1,7 @@
 """Status files are replaced whole: a reader polling one sees the old text or the new, never part of one."""
 
 import threading
+import time
 
 from fedkube.aggregator.status_files import RENAMEAT2, exchange, write_text_atomic
 
@@ -36,17 +37,19 @@ def test_a_reader_polling_during_rewrites_only_ever_sees_whole_texts(tmp_path):
     path = tmp_path / "status.json"
     texts = [str(n) * (4096 + n) for n in range(10)]  # each longer than a page, each distinct
     write_text_atomic(path, texts[0])
-    seen: set[str] = set()
+    seen: list[str] = []
     done = threading.Event()
 
     def read() -> None:
         while not done.is_set():
-            seen.add(path.read_text())
+            seen.append(path.read_text())
 
     reader = threading.Thread(target=read)
     reader.start()
-    for n in range(300):
+    deadline, n = time.monotonic() + 10, 0
+    while (len(seen) < 500 or len(set(seen)) < 2) and time.monotonic() < deadline:  # until reads interleave
+        n += 1
         write_text_atomic(path, texts[n % len(texts)])
     done.set()
     reader.join()
-    assert seen <= set(texts) and len(seen) > 1
+    assert set(seen) <= set(texts) and len(set(seen)) > 1
