@@ -65,15 +65,13 @@ def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: di
         with log.open("wb") as sink:
             process = subprocess.Popen([sys.executable, "-m", "fedkube.cli", "run", str(job), "--output-dir", str(out)],
                                        stdout=sink, stderr=subprocess.STDOUT, env=trainer_env(**(env or {})), cwd=ROOT)
-        seen: list[tuple[int, float, float | None]] = []
         deadline = time.monotonic() + timeout
-        metrics, peak, history, polls, cpu = out / "metrics.json", 0, [], 0, RoundCpu()
+        metrics, peak, seen, polls, cpu = out / "metrics.json", 0, 0, 0, RoundCpu()
         while process.poll() is None and time.monotonic() < deadline:
-            history = _read(metrics) or history
-            now = time.time()
-            if len(history) > len(seen):
+            history = _read(metrics)
+            if len(history) > seen:  # a round ended since the last look: a CPU reading for it
+                seen = len(history)
                 cpu.round_ended(history[-1]["round"])
-            seen += [(h["round"], now, h.get("accuracy")) for h in history[len(seen):]]
             if polls % 2 == 0:  # psutil's walk of the process tree costs more than reading metrics.json
                 peak = max(peak, _aggregator_rss(process.pid))
             polls += 1
@@ -84,9 +82,8 @@ def run_fedkube(task: str, clients: int, rounds: int, timeout: float, config: di
         if process.returncode != 0:
             raise RuntimeError(f"fedkube run failed:\n{log.read_text()[-3000:]}")
         history = _read(metrics)
-        # The aggregator stamps each round's end: exact, where the 10 ms polling only brackets it.
-        ends = [(h["round"], h["ended"], h.get("accuracy")) for h in history if "ended" in h]
-        return Timeline(started, ends if len(ends) == len(history) else seen, tuple(history), peak, cpu.per_round())
+        ends = [(h["round"], h["ended"], h.get("accuracy")) for h in history]  # the aggregator's own stamps
+        return Timeline(started, ends, tuple(history), peak, cpu.per_round())
 
 
 def _aggregator_rss(launcher: int) -> int:

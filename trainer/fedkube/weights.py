@@ -40,8 +40,7 @@ def view_state(state: dict[str, torch.Tensor]) -> Weights:
 
 def weight_shapes(model: torch.nn.Module) -> list[tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of each floating-point tensor of the model, without copying it off its device."""
-    return [(tuple(t.shape), torch.empty(0, dtype=t.dtype).numpy().dtype)
-            for t in model.state_dict().values() if t.is_floating_point()]
+    return [(tuple(t.shape), torch.empty(0, dtype=t.dtype).numpy().dtype) for t in float_state(model).values()]
 
 
 def share_weights(model: torch.nn.Module, weights: Weights) -> None:

@@ -91,9 +91,8 @@ class FloatSum(RunningSum):
         size = parts[0][0].size
         if any(values.dtype != flat.dtype for values, _ in parts) or not size:
             return super().fold_together(index, start, parts)
-        frontier = self._frontier[index]
-        if frontier < start + size:  # elements past the frontier: zero a gap, or all of a chunk that straddles it
-            self._zero_up_to(index, start if frontier <= start else start + size)
+        # Elements past the frontier: zero the gap before the chunk, or all of a chunk that straddles it.
+        self._zero_up_to(index, start if self._frontier[index] <= start else start + size)
         first = self._frontier[index] == start  # the chunk lies past the frontier: its first part writes
         self._frontier[index] = max(self._frontier[index], start + size)
         dot, axpy, copy, scal = self._blas[index]
