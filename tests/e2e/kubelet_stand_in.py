@@ -373,29 +373,39 @@ class Kubelet:
         emptyDir at /tmp over a checkout under /tmp) or a folder a non-root user cannot enter may
         block them (/root, or a 0700 mktemp folder). Each such root is bound to a stage before the
         volumes are mounted and bound back after; a blocking folder becomes a world-enterable tmpfs.
+        A root that itself cannot be entered (a checkout cloned straight into a 0700 mktemp folder)
+        becomes such a tmpfs too, with each of its entries bound back into it.
         Returns the steps to run before and after the volume binds.
         """
         covers = [Path(dst) for _src, dst, _ro in binds]
         before: list[str] = []
         tmpfs: list[Path] = []
-        staged: list[tuple[Path, Path]] = []
+        staged: list[tuple[Path, Path, bool]] = []
         for n, root in enumerate(self._host_roots()):
             hider = max((d for d in covers if root.is_relative_to(d)), key=lambda d: len(d.parts), default=None)
             blocked = [a for a in reversed(root.parents) if a != Path("/") and non_root
                        and (hider is None or not a.is_relative_to(hider))
                        and not os.stat(a).st_mode & stat.S_IXOTH]
-            if hider is None and not blocked:
+            opaque = non_root and not os.stat(root).st_mode & stat.S_IXOTH
+            if hider is None and not blocked and not opaque:
                 continue
             if blocked and not any(blocked[0].is_relative_to(t) for t in tmpfs):
                 tmpfs.append(blocked[0])
             stage = workdir / "stage" / str(n)
             stage.mkdir(parents=True)
             before.append(f"mount --bind {shlex.quote(str(root))} {shlex.quote(str(stage))}")
-            staged.append((root, stage))
+            staged.append((root, stage, opaque))
         after = [f"mount -t tmpfs -o mode=755 tmpfs {shlex.quote(str(t))}" for t in tmpfs]
-        for root, stage in staged:
-            after += [f"mkdir -p {shlex.quote(str(root))}",
-                      f"mount --bind {shlex.quote(str(stage))} {shlex.quote(str(root))}"]
+        for root, stage, opaque in staged:
+            after.append(f"mkdir -p {shlex.quote(str(root))}")
+            if not opaque:
+                after.append(f"mount --bind {shlex.quote(str(stage))} {shlex.quote(str(root))}")
+                continue
+            after.append(f"mount -t tmpfs -o mode=755 tmpfs {shlex.quote(str(root))}")
+            for entry in sorted(root.iterdir()):
+                target = shlex.quote(str(entry))
+                after += [f"mkdir {target}" if entry.is_dir() else f"touch {target}",
+                          f"mount --bind {shlex.quote(str(stage / entry.name))} {target}"]
         return before, after
 
     def _script(self, binds: list[tuple[Path, str, bool]], workdir: Path, read_only_root: bool,
