@@ -5,7 +5,16 @@ import pytest
 
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import generate
-from fedkube.protocol.tensors import CHUNK_BYTES, ChunkCursor, iter_chunks, receive_tensors, spec_from_header, specs_of
+from fedkube.protocol.tensors import (
+    CHUNK_BYTES,
+    ChunkCursor,
+    inline_payload,
+    inline_tensors,
+    iter_chunks,
+    receive_tensors,
+    spec_from_header,
+    specs_of,
+)
 
 
 def test_round_trip_mixed_dtypes_and_empty_tensors():
@@ -57,3 +66,18 @@ def test_specs_are_made_once_per_tensor_and_their_shared_headers_are_copied_into
     info.tensors[0].shape[:] = [4, 3]  # a message's copy changes, not the spec's header
     assert spec_from_header(info.tensors[0]).shape == (4, 3) and tuple(specs[0].header().shape) == (3, 4)
     assert specs_of({"w": np.zeros((3, 4), np.float64)})[0].dtype == "float64"
+
+
+def test_an_inline_payload_arrives_as_read_only_views_of_it_and_must_have_the_announced_length():
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "none": np.zeros((0, 4), np.float32),
+              "h": np.array([1.5, -2], np.float16), "last": np.zeros(0, np.int8)}
+    specs, payload = specs_of(arrays), inline_payload(arrays.values())
+    received = inline_tensors(specs, payload)
+    assert list(received) == list(arrays)
+    for name, array in arrays.items():
+        assert received[name].dtype == array.dtype and received[name].shape == array.shape
+        np.testing.assert_array_equal(received[name], array)
+        assert not received[name].flags.writeable
+    for wrong in (payload[:-1], payload + b"\0"):
+        with pytest.raises(ValueError, match=f"inline payload of {len(wrong)} bytes where the headers announce 28"):
+            inline_tensors(specs, wrong)

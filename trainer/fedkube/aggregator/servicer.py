@@ -100,9 +100,10 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
     def _round(self, task: RoundState, partition: int, inline: bytes | None = None) -> pb.Envelope:
         if inline is not None:
             task.bytes_out += len(inline)
+        config = task.config.get(partition)  # none, most often: the client reads "" as {}
         return pb.Envelope(round=pb.RoundInfo(
             round=task.number, rounds=self.coordinator.plan.rounds, ticket=task.tickets[partition],
-            config_json=json.dumps(task.config.get(partition, {})), tensors=[s.header() for s in task.specs],
+            config_json=json.dumps(config) if config else "", tensors=[s.header() for s in task.specs],
             inline=inline or b""))
 
     @staticmethod

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 import grpc
 
 from fedkube.protocol import fedkube_pb2 as pb
-from fedkube.protocol.tensors import inline_chunks, receive_tensors, spec_from_header
+from fedkube.protocol.tensors import inline_tensors, receive_tensors, spec_from_header
 from fedkube.protocol.wire import data_chunks, parse_envelope, raw_session
 from fedkube.weights import Weights
 
@@ -69,7 +69,7 @@ class TaskStream:
         """The round's global weights: inline, or the data messages that follow its header."""
         specs = [spec_from_header(h) for h in info.tensors]
         if info.inline:
-            return receive_tensors(specs, inline_chunks(specs, info.inline))
+            return inline_tensors(specs, info.inline)
         return receive_tensors(specs, self._data(sum(s.nbytes for s in specs)))
 
     def _data(self, nbytes: int) -> Iterator[memoryview]:

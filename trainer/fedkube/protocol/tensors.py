@@ -99,6 +99,20 @@ def inline_chunks(specs: list[TensorSpec], inline: bytes) -> list[memoryview]:
     return chunks + ([view[start:]] if start < len(view) else [])
 
 
+def inline_tensors(specs: list[TensorSpec], inline: bytes) -> dict[str, np.ndarray]:
+    """An inline payload's tensors as read-only views of it: a small model's round arrives without a copy
+    or a buffer of its own. Raises ValueError if its length is not what the headers announce."""
+    expected = sum(s.nbytes for s in specs)
+    if len(inline) != expected:
+        raise ValueError(f"inline payload of {len(inline)} bytes where the headers announce {expected}")
+    arrays, start = {}, 0
+    for spec in specs:
+        count = spec.nbytes // np.dtype(spec.dtype).itemsize
+        arrays[spec.name] = np.frombuffer(inline, spec.dtype, count, start).reshape(spec.shape)
+        start += spec.nbytes
+    return arrays
+
+
 def data_envelopes(tensors: Iterable[np.ndarray]) -> Iterator[pb.Envelope]:
     for chunk in iter_chunks(tensors):
         yield pb.Envelope(data=chunk)
