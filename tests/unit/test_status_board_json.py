@@ -103,7 +103,7 @@ def test_settled_rounds_refuse_changes_in_place() -> None:
     history = History([entry(1), entry(2)])
     history[-1]["accuracy"] = 0.5  # the open round may still be filled in
     text = history.text()
-    with pytest.raises(TypeError, match="History.amend"):
+    with pytest.raises(TypeError, match="History.append and .amend"):
         history[0]["accuracy"] = 0.9
     with pytest.raises(TypeError):
         history[0]["participants"]["dropped"].append(3)
@@ -114,6 +114,15 @@ def test_settled_rounds_refuse_changes_in_place() -> None:
     with pytest.raises(TypeError):
         history[1] = entry(3)
     assert history.text() == text == json.dumps(history)
+    held = history.parts()  # a publish's parts, kept past the next change: refused, not written stale
+    history.append(entry(3))
+    with pytest.raises(BufferError):
+        history.parts()
+    with pytest.raises(BufferError):
+        history.amend(0, accuracy=0.9)
+    del held
+    assert history.text() == json.dumps(history) and history[0]["accuracy"] == entry(1)["accuracy"]
+    text = history.text()
     copied = copy.deepcopy(history)
     assert copied == history and pickle.loads(pickle.dumps(history)) == history
     assert copied.text() == text

@@ -7,9 +7,10 @@ files as it is: no per-entry work, and not even a copy of it into one string.
 
 That kept text must never go stale, so only the newest entry is open: the round loop still fills
 it in after appending it (its checkpoint time), and it is encoded afresh at every publish. When
-the next round is appended it becomes a read-only copy, nested values included; from then on it
-changes only by `History.amend`, which re-encodes it. Writing into a settled entry, or appending
-to the history without `append`, raises TypeError instead of publishing a stale text.
+the next round is appended it becomes a read-only copy, nested values included (the round loop's
+own dict no longer counts); from then on it changes only by `History.amend`, which re-encodes
+it. Writing into a settled entry, or appending to the history without `append`, raises
+TypeError instead of publishing a stale text.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ Entry = dict[str, Any]
 
 
 def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
-    raise TypeError(f"{type(self).__name__} is read-only: change a settled history entry with History.amend")
+    raise TypeError(f"{type(self).__name__} is read-only: the history changes only by History.append and .amend")
 
 
 class ReadOnlyDict(dict):
@@ -96,6 +97,9 @@ class History(ReadOnlyList):
         if index == len(self) - 1:
             self[index].update(fields)
             return
+        if index < len(self._starts):  # first: this fails while a publish still holds the parts
+            del self._joined[self._starts[index]:]
+            del self._starts[index:]
         old, new = self[index], read_only({**self[index], **fields})
         list.__setitem__(self, index, new)
         self._count(old, -1)
@@ -104,20 +108,18 @@ class History(ReadOnlyList):
             self._evaluated = max(self._evaluated, index)
         elif index == self._evaluated:
             self._evaluated = next((i for i in range(index - 1, -1, -1) if self[i].get("accuracy") is not None), -1)
-        if index < len(self._starts):
-            del self._joined[self._starts[index]:]
-            del self._starts[index:]
 
     def parts(self) -> tuple[memoryview, bytes]:
         """`json.dumps(self)` (ASCII) in two pieces: the kept text, then the open entry's and "]".
 
         Only the open entry and those settled since the last call are encoded. The first piece is
-        a view of the kept text: the history cannot change while it is held (BufferError), so
-        write the pieces out and let them go.
+        a view of the kept text, which cannot change while it is held (BufferError): write the
+        pieces out and let them go.
         """
         for index in range(len(self._starts), len(self) - 1):
-            self._starts.append(len(self._joined))
+            start = len(self._joined)
             self._joined += f'{", " if index else ""}{json.dumps(self[index])}'.encode()
+            self._starts.append(start)
         last = f'{", " if len(self) > 1 else ""}{json.dumps(self[-1])}' if self else ""
         return memoryview(self._joined).toreadonly(), f"{last}]".encode()
 
