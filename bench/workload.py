@@ -15,6 +15,7 @@ import torch
 from fedkube.plan import TrainSettings
 from fedkube.spec.model import OptimizerSpec, PartitionerSpec
 from fedkube.tasks.base import Task, TaskError
+from fedkube.tasks.base import round_seed as client_seed
 from fedkube.weights import get_weights, set_weights
 
 SEED = 0
@@ -48,7 +49,7 @@ def load(task: str) -> Task:
 
 def round_seed(round_number: int, partition: int) -> int:
     """The same per-client, per-round shuffling seed fedkube's client uses."""
-    return int(np.random.SeedSequence([SEED, round_number, partition]).generate_state(1)[0])
+    return client_seed(SEED, round_number, partition)
 
 
 class Party:

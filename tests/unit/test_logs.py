@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from fedkube.cli import build_parser
-from fedkube.logs import set_context, setup_logging
+from fedkube.logs import TextFormatter, set_context, setup_logging
 
 
 @pytest.fixture
@@ -53,6 +54,22 @@ def test_text_lines_name_what_applies(restore_logging: None) -> None:
     assert "[job=digits]: before any round" in lines[0]
     assert "[job=digits round=3]: round line" in lines[1]
     assert "[job=digits round=3 partition=5]: about a client" in lines[2]
+
+
+def test_text_lines_are_what_loggings_own_formatter_writes_to_the_millisecond() -> None:
+    ours, reference = TextFormatter(), logging.Formatter("%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        failure = sys.exc_info()
+    for created, exc_info in ((1700000000.9991, None), (1700000000.25, None), (1700000001.0004, failure),
+                              (1700000001.5, None), (1699999999.75, None)):
+        record = logging.LogRecord("fedkube.x", logging.WARNING, "", 0, "round %d: %s", (4, "late"), exc_info)
+        record.created, record.msecs, record.round = created, (created - int(created)) * 1000, 4
+        line = ours.format(record)
+        record.exc_text = None  # the reference formats the exception afresh
+        assert line == reference.format(record)
+        assert line.endswith("[round=4]: round 4: late") == (exc_info is None)
 
 
 def test_unknown_context_field_and_format_are_refused() -> None:

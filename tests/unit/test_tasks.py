@@ -13,7 +13,7 @@ import torch
 from fedkube.plan import TrainSettings
 from fedkube.spec.model import OptimizerSpec, PartitionerSpec, TaskSpec
 from fedkube.tasks import Task, TaskError, load_task
-from fedkube.tasks.base import make_optimizer
+from fedkube.tasks.base import make_optimizer, round_seed
 from fedkube.tasks.breast_cancer import BreastCancerTask
 from fedkube.tasks.digits import DigitsConfig, DigitsTask
 
@@ -215,3 +215,11 @@ def test_fedavg_on_four_hospitals_reaches_93_percent_in_20_rounds(partitioner: P
     accuracies = run_fedavg(_task(BREAST_CANCER), 4, partitioner, settings, rounds=20)
 
     assert accuracies[-1] >= 0.93
+
+
+def test_round_seeds_repeat_for_the_same_client_and_round_and_differ_otherwise() -> None:
+    seeds = {(s, r, p): round_seed(s, r, p) for s in (0, 1) for r in range(1, 30) for p in range(8)}
+    assert all(0 <= v < 2**32 for v in seeds.values())
+    assert len(set(seeds.values())) == len(seeds)  # 464 draws of 32 bits: a collision would be a fault
+    assert all(round_seed(*key) == v for key, v in seeds.items())
+    assert round_seed(1, 12, 3) != round_seed(11, 2, 3)  # the parts stay apart

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import generate
-from fedkube.protocol.tensors import CHUNK_BYTES, ChunkCursor, iter_chunks, receive_tensors, specs_of
+from fedkube.protocol.tensors import CHUNK_BYTES, ChunkCursor, iter_chunks, receive_tensors, spec_from_header, specs_of
 
 
 def test_round_trip_mixed_dtypes_and_empty_tensors():
@@ -42,3 +43,17 @@ def test_cursor_places_chunks_by_tensor_and_offset():
 
 def test_checked_in_stubs_match_the_proto():
     assert generate.check() == [], "run `make proto` to regenerate the gRPC stubs"
+
+
+def test_specs_are_made_once_per_tensor_and_their_shared_headers_are_copied_into_messages():
+    arrays = {"w": np.zeros((3, 4), np.float32), "b": np.zeros(4, np.float16)}
+    specs = specs_of(arrays)
+    assert [(s.name, s.dtype, s.shape, s.nbytes) for s in specs] == [("w", "float32", (3, 4), 48),
+                                                                     ("b", "float16", (4,), 8)]
+    assert all(a is b for a, b in zip(specs_of(dict(arrays)), specs, strict=True))
+    info = pb.RoundInfo(tensors=[s.header() for s in specs])
+    assert [spec_from_header(h) for h in info.tensors] == specs
+    assert spec_from_header(info.tensors[0]) is specs[0]
+    info.tensors[0].shape[:] = [4, 3]  # a message's copy changes, not the spec's header
+    assert spec_from_header(info.tensors[0]).shape == (4, 3) and tuple(specs[0].header().shape) == (3, 4)
+    assert specs_of({"w": np.zeros((3, 4), np.float64)})[0].dtype == "float64"

@@ -3,7 +3,16 @@
 import numpy as np
 import torch
 
-from fedkube.weights import float_state, get_weights, load_state, share_weights, subtract_into, view_state, view_weights
+from fedkube.weights import (
+    ModelState,
+    float_state,
+    get_weights,
+    load_state,
+    share_weights,
+    subtract_into,
+    view_state,
+    view_weights,
+)
 
 
 def _model() -> torch.nn.Module:
@@ -35,6 +44,28 @@ def test_a_kept_float_state_loads_into_the_model_and_sees_its_training_round_aft
         optimizer.zero_grad()
         np.testing.assert_array_equal(view_state(state)["0.weight"], model[0].weight.detach().numpy())
         assert not np.array_equal(view_state(state)["0.weight"], weights["0.weight"])
+
+
+def test_a_models_state_loads_each_round_into_the_model_and_reads_back_what_it_trained():
+    model = _model()
+    state = ModelState(model)  # made once, as a client makes it for the whole job
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for round_number in (1, 2, 3):
+        weights = {n: np.full_like(a, float(round_number)) for n, a in get_weights(model).items()}
+        state.load(weights)
+        assert model[0].weight.requires_grad and model[0].weight.tolist() == [[float(round_number)] * 3] * 2
+        assert model[1].running_var.tolist() == [float(round_number)] * 2  # float buffers load too
+        model.train()
+        (model(torch.randn(4, 3)) ** 2).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        read = state.read()
+        assert set(read) == set(weights)  # integer buffers stay local
+        np.testing.assert_array_equal(read["0.weight"], model[0].weight.detach().numpy())
+        np.testing.assert_array_equal(read["1.running_mean"], model[1].running_mean.numpy())
+        assert not np.array_equal(read["0.weight"], weights["0.weight"])
+        read.clear()  # what a caller does with the mapping it got does not reach the next round's
+    assert set(state.read()) == set(weights)
 
 
 def test_share_weights_makes_the_model_view_the_arrays_and_copies_read_only_ones():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -54,15 +55,29 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """The classic line, with `[job=.. round=.. partition=..]` naming whatever applies."""
+    """The classic line, with `[job=.. round=.. partition=..]` naming whatever applies.
+
+    A line without an exception is put together here in one step, its time to the second made once a
+    second: logging's general path (style lookups, a local time and strftime for every line) cost a client
+    more than the rest of its work on a small round, whose line it writes every round."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s")
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
+        second = int(record.created)
+        if self._second[0] != second:
+            self._second = (second, time.strftime(self.default_time_format, self.converter(second)))
+        return self.default_msec_format % (self._second[1], record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
         fields = [f"{key}={value}" for key in CONTEXT_FIELDS if (value := getattr(record, key, None)) is not None]
         record.context = f" [{' '.join(fields)}]" if fields else ""
-        return super().format(record)
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = record.getMessage()
+        return f"{self.formatTime(record)} {record.levelname} {record.name}{record.context}: {record.message}"
 
 
 def setup_logging(level: str = "info", log_format: str = "text", stream: TextIO | None = None) -> None:

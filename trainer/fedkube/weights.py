@@ -38,6 +38,31 @@ def view_state(state: dict[str, torch.Tensor]) -> Weights:
     return {name: t.cpu().numpy() for name, t in state.items()}
 
 
+class ModelState:
+    """The floating-point tensors a client loads the global weights into and reads its update from, every round.
+
+    On the CPU their numpy views are made once (a task trains the model in place, so they stay its memory) and
+    the weights are copied by numpy: per tensor, a torch copy and a fresh view cost a small round more than
+    everything else the client does to it.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.tensors = float_state(model)
+        on_cpu = all(t.device.type == "cpu" for t in self.tensors.values())
+        self._views = view_state(self.tensors) if on_cpu else None
+
+    def load(self, weights: Weights) -> None:
+        if self._views is None:
+            load_state(self.tensors, weights)
+            return
+        for name, array in weights.items():
+            np.copyto(self._views[name], array)
+
+    def read(self) -> Weights:
+        """The model's state as numpy arrays: on the CPU, views of it (valid until it trains again)."""
+        return dict(self._views) if self._views is not None else view_state(self.tensors)
+
+
 def weight_shapes(model: torch.nn.Module) -> list[tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of each floating-point tensor of the model, without copying it off its device."""
     return [(tuple(t.shape), torch.empty(0, dtype=t.dtype).numpy().dtype) for t in float_state(model).values()]

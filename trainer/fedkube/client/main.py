@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -38,8 +39,9 @@ from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
 from fedkube.strategies.scaffold import split_variates, with_variates
 from fedkube.tasks import load_task
+from fedkube.tasks.base import round_seed
 from fedkube.tasks.files import open_source
-from fedkube.weights import Weights, float_state, load_state, subtract_into, view_state, weight_shapes
+from fedkube.weights import ModelState, Weights, subtract_into, weight_shapes
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +71,6 @@ def open_channel(target: str, tls: Identity | None) -> grpc.Channel:
     return grpc.secure_channel(target, credentials, options=GRPC_OPTIONS)
 
 
-def round_seed(seed: int, round_number: int, partition: int) -> int:
-    """Each client's shuffling in each round gets its own reproducible seed."""
-    return int(np.random.SeedSequence([seed, round_number, partition]).generate_state(1)[0])
-
-
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -97,7 +94,7 @@ class Client:
         self.device = pick_device()
         torch.manual_seed(plan.seed)
         self.model = self.task.build_model().to(self.device)
-        self.state = float_state(self.model)  # what each round loads and sends, without a state_dict walk
+        self.state = ModelState(self.model)  # what each round loads and sends, without a state_dict walk
         self.privacy = client_privacy(plan.privacy)
         self.ckks = None
         if plan.secure_aggregation.mode == "ckks":  # updates leave encrypted; the global model arrives so
@@ -113,7 +110,9 @@ class Client:
         self.codec = build_codec(plan.compression)   # lives as long as the client: top-k's residuals
         self.mu = proximal_mu(plan.strategy)
         self.variates: Weights = {}                    # SCAFFOLD's client control variate c_i
-        self.rewind: RoundRewind[tuple[Weights, Codec]] = RoundRewind(plan.rewind_rounds)
+        # What changes from round to round besides the model, kept to train a round again, if the job carries any.
+        carried = plan.strategy.name == "scaffold" or self.codec.carries_state
+        self.rewind: RoundRewind[tuple[Weights, Codec]] | None = RoundRewind(plan.rewind_rounds) if carried else None
         self.secagg: SecAggParticipant | None = None  # the last SecAgg+ attempt, kept for a resumed unmasking
 
     def _retrying(self, what: str, call):  # type: ignore[no-untyped-def]
@@ -141,15 +140,17 @@ class Client:
         self.session = reply.session
         log.info("joined job %s as partition %d", reply.job, self.plan.partition)
 
-    def _next_task(self) -> tuple[pb.RoundInfo, Weights] | pb.JobDone:
+    def _next_task(self) -> tuple[pb.RoundInfo, dict[str, Any], Weights] | pb.JobDone:
+        """The next round (its instructions, training settings and global weights), or the job's end."""
         if self.stream is None:
             self.stream = TaskStream(self.channel, self.plan.partition, self.session)
         try:
             info = self.stream.next_task()
             if isinstance(info, pb.JobDone):
                 return info
-            self._join_secure_aggregation(info)  # SecAgg+'s keys go out while the weights stream in
-            return info, self.stream.weights(info)
+            config = json.loads(info.config_json or "{}")
+            self._join_secure_aggregation(info, config)  # SecAgg+'s keys go out while the weights stream in
+            return info, config, self.stream.weights(info)
         except (grpc.RpcError, SessionEnded):
             self._drop_stream()
             raise
@@ -165,15 +166,15 @@ class Client:
             return {}
         return {f"global_{k}": v for k, v in self.task.evaluate(self.model, self.test_data, self.device).items()}
 
-    def train_round(self, info: pb.RoundInfo, received: Weights,
+    def train_round(self, info: pb.RoundInfo, config: dict[str, Any], received: Weights,
                     secagg: SecAggParticipant | None = None) -> Iterable[Message]:
         """Train now; the update's messages (data chunks, if any, are cut as gRPC sends them)."""
         global_weights, server_variates = split_variates(self.ckks.global_weights(received) if self.ckks else received)
-        self.variates, self.codec = self.rewind.start(info.round, (self.variates, self.codec))
-        load_state(self.state, global_weights)
+        if self.rewind is not None:
+            self.variates, self.codec = self.rewind.start(info.round, (self.variates, self.codec))
+        self.state.load(global_weights)
         evaluation = self._evaluate_global()
         seed = round_seed(self.plan.seed, info.round, self.plan.partition)
-        config = json.loads(info.config_json or "{}")
         drift = None
         if server_variates:
             own = {n: self.variates.get(n, np.zeros_like(c)) for n, c in server_variates.items()}
@@ -181,7 +182,7 @@ class Client:
         seed_torch(seed, self.device)  # dropout and other global-RNG draws repeat when a round is retrained
         with LocalCorrections(self.model, self.mu, drift) as corrections:
             result = self.privacy.train(self.task, self.model, self.data, self.plan.train, self.device, seed, config)
-        local = view_state(self.state)  # the model stays as trained until the next round
+        local = self.state.read()  # the model stays as trained until the next round
         update = subtract_into(local, global_weights)  # the global weights are not needed any more
         if server_variates:
             # c_i+ is the round's mean raw gradient; tensors without a gradient keep theirs (zero).
@@ -212,7 +213,7 @@ class Client:
             if isinstance(task, pb.JobDone):
                 log.info("job over (%s): %s", "succeeded" if task.succeeded else "failed", task.message)
                 return 0
-            info, weights = task
+            info, config, weights = task
             set_context(round=info.round)
             answered = False  # the session expects an update, or a pass, for every round it serves
             revealed = False  # with SecAgg+, the reveal ends the round; anything else ends with a pass
@@ -223,7 +224,7 @@ class Client:
                     continue
                 if secagg is not None:
                     secagg.share(self.stream)
-                update = self.train_round(info, weights, secagg)
+                update = self.train_round(info, config, weights, secagg)
                 answered = True
                 self._submit(info, update)
                 if secagg is not None and self.stream is not None:  # None: the session broke under the update
@@ -249,9 +250,8 @@ class Client:
             log.warning("round %d: update not delivered: %s", info.round,
                         exc.details() if isinstance(exc, grpc.RpcError) else exc)
 
-    def _join_secure_aggregation(self, info: pb.RoundInfo) -> None:
+    def _join_secure_aggregation(self, info: pb.RoundInfo, config: dict[str, Any]) -> None:
         """With SecAgg+, advertise keys for a new attempt (not one served again) while the weights stream in."""
-        config = json.loads(info.config_json or "{}")
         if "secagg" in config and not (self.secagg is not None and self.secagg.serves_again(info)):
             assert self.stream is not None  # the round came from it
             self.secagg = SecAggParticipant(info, self.plan.partition, config["secagg"])

@@ -55,6 +55,7 @@ def reads_own_wire(fold: object) -> bool:
 
 class Codec(ABC):
     kind: str
+    carries_state = False  # whether encoding changes the codec (top-k's residuals): a client then keeps copies
 
     @abstractmethod
     def parts(self, spec: TensorSpec) -> list[TensorSpec]:

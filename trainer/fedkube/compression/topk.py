@@ -27,6 +27,7 @@ def index_dtype(size: int) -> str:
 
 class TopK(Codec):
     kind = "topk"
+    carries_state = True
 
     def __init__(self, ratio: float = DEFAULT_RATIO) -> None:
         self.ratio = ratio

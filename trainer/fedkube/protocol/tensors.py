@@ -34,15 +34,32 @@ class TensorSpec:
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
     def header(self) -> pb.TensorHeader:
+        """Built once per spec and shared: a message that takes it (e.g. `RoundInfo(tensors=...)`) copies it."""
+        return self._header
+
+    @functools.cached_property
+    def _header(self) -> pb.TensorHeader:
         return pb.TensorHeader(name=self.name, dtype=self.dtype, shape=self.shape, nbytes=self.nbytes)
 
 
+@functools.lru_cache(maxsize=4096)
+def _spec(name: str, dtype: str, shape: tuple[int, ...]) -> TensorSpec:
+    """One spec object per tensor: a model's tensors travel every round, so each spec's nbytes and header
+    are computed once rather than per tensor per message."""
+    return TensorSpec(name, dtype, shape)
+
+
+@functools.lru_cache(maxsize=4096)
+def _array_spec(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> TensorSpec:
+    return _spec(name, dtype.name, shape)  # keyed by the dtype object: its name is a Python property
+
+
 def specs_of(tensors: Mapping[str, np.ndarray]) -> list[TensorSpec]:
-    return [TensorSpec(name, str(a.dtype), tuple(a.shape)) for name, a in tensors.items()]
+    return [_array_spec(name, a.dtype, a.shape) for name, a in tensors.items()]
 
 
 def spec_from_header(header: pb.TensorHeader) -> TensorSpec:
-    return TensorSpec(header.name, header.dtype, tuple(header.shape))
+    return _spec(header.name, header.dtype, tuple(header.shape))
 
 
 def byte_view(array: np.ndarray) -> memoryview:
