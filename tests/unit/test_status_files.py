@@ -1,9 +1,11 @@
 """Status files are replaced whole: a reader polling one sees the old text or the new, never part of one."""
 
+import json
 import threading
 import time
 
-from fedkube.aggregator.status_files import RENAMEAT2, exchange, write_text_atomic
+from fedkube.aggregator.history import History
+from fedkube.aggregator.status_files import RENAMEAT2, exchange, write_atomic, write_text_atomic
 
 
 def test_a_new_file_is_created_and_an_existing_one_replaced_without_leftovers(tmp_path):
@@ -20,6 +22,14 @@ def test_a_crashs_leftover_temporary_file_is_replaced_not_reused(tmp_path):
     (tmp_path / "metrics.json.tmp").write_text("half of a [")
     write_text_atomic(path, "[1, 2]")
     assert path.read_text() == "[1, 2]" and not (tmp_path / "metrics.json.tmp").exists()
+
+
+def test_a_history_is_written_from_its_parts(tmp_path):
+    history = History([{"round": 1, "bytes_in": 1, "bytes_out": 2}, {"round": 2, "bytes_in": 3, "bytes_out": 4}])
+    history.text()  # the first round's text is kept from here on
+    history.append({"round": 3, "bytes_in": 5, "bytes_out": 6, "note": "é"})
+    write_atomic(tmp_path / "metrics.json", history.parts())
+    assert (tmp_path / "metrics.json").read_text() == json.dumps(history)
 
 
 def test_exchange_swaps_two_files_and_refuses_a_missing_one(tmp_path):

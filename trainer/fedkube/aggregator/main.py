@@ -28,6 +28,7 @@ from fedkube import buffers
 from fedkube.aggregator.accumulate import WeightedSum
 from fedkube.aggregator.coordinator import Coordinator, JobEnd, RoundOutcome
 from fedkube.aggregator.float_sum import FloatSum
+from fedkube.aggregator.history import History
 from fedkube.aggregator.identity import INSECURE_WARNING, PeerGuard
 from fedkube.aggregator.metrics import exposition
 from fedkube.aggregator.secagg import SecAggRounds
@@ -41,7 +42,7 @@ from fedkube.aggregator.state import (
     weights_in_model_order,
 )
 from fedkube.aggregator.status import StatusBoard, serve_http, status_routes, termination_message
-from fedkube.aggregator.status_files import write_text_atomic
+from fedkube.aggregator.status_files import write_atomic, write_text_atomic
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.he.wire import is_encrypted
 from fedkube.logs import set_context
@@ -197,7 +198,7 @@ class Aggregator:
             self.weights = weights_in_model_order(self.weights, checkpoint.weights, checkpoint.uri)
         restore(self.parts, checkpoint.state.get("parts", {}), checkpoint.arrays)
         self.board.privacy = self.privacy.status()
-        self.board.history = checkpoint.state.get("history", [])
+        self.board.history = History(checkpoint.state.get("history", []))
         self.board.round = checkpoint.round
         self.board.checkpoint = {"uri": checkpoint.uri, "round": checkpoint.round}
         self.next_round = checkpoint.round + 1
@@ -244,9 +245,9 @@ class Aggregator:
             self.board.checkpoint = {"uri": uri, "round": round_number}
 
     def publish(self) -> None:
-        history = self.board.history_json(self.board.history)
-        write_text_atomic(self.options.output_dir / "metrics.json", history)
-        write_text_atomic(self.options.output_dir / "status.json", self.board.document_json(history))
+        history = self.board.history.parts()
+        write_atomic(self.options.output_dir / "metrics.json", history)
+        write_atomic(self.options.output_dir / "status.json", self.board.document_parts(history))
 
     def report(self, summary: Callable[[], None]) -> None:
         """A finished round's status files and log line."""

@@ -7,43 +7,16 @@ operator (or the local launcher) polls it: one document, read the same way by bo
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedkube.aggregator.history import History
 from fedkube.status_document import STATUS_PATH
 
 log = logging.getLogger(__name__)
-
-
-class HistoryJson:
-    """The history as JSON text, each round encoded once and its text kept while the round's entry stays
-    as it was encoded.
-
-    metrics.json, status.json and `GET /status` all carry the whole history, so encoding it afresh after
-    every round made a long job's rounds grow slower with its length. An entry can still change after it
-    is published (the round just finished gains its checkpoint time; a CKKS job fills in the accuracy
-    of an earlier round), so each is compared with a copy of what was encoded, which costs a fraction
-    of encoding it again. The text is what `json.dumps(history)` writes.
-    """
-
-    def __init__(self) -> None:
-        self._encoded: list[tuple[dict[str, Any], str]] = []  # (a copy of the entry, its text)
-
-    def __call__(self, history: list[dict[str, Any]]) -> str:
-        del self._encoded[len(history):]
-        for i, entry in enumerate(history):
-            if i < len(self._encoded) and self._encoded[i][0] == entry:
-                continue
-            encoded = (copy.deepcopy(entry), json.dumps(entry))
-            if i < len(self._encoded):
-                self._encoded[i] = encoded
-            else:
-                self._encoded.append(encoded)
-        return "[" + ", ".join(text for _, text in self._encoded) + "]"
 
 
 @dataclass
@@ -55,16 +28,20 @@ class StatusBoard:
     phase: str = "Pending"
     round: int = 0
     message: str = ""
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: History = field(default_factory=History)
     checkpoint: dict[str, Any] | None = None
     clients: Callable[[], dict[str, int]] = lambda: {}
     privacy: dict[str, Any] | None = None  # epsilon and the budget, for jobs with spec.privacy
     reason: str = ""                       # why the job ended early, e.g. PrivacyBudgetExhausted
-    history_json: HistoryJson = field(default_factory=HistoryJson, repr=False)
 
     def document(self) -> dict[str, Any]:
+        return {**self._summary(), "history": self.history}
+
+    def _summary(self) -> dict[str, Any]:
+        """The document but its history, from the history's kept totals: no work per round so far."""
         last = self.history[-1] if self.history else {}
-        evaluated = next((h for h in reversed(self.history) if h.get("accuracy") is not None), {})
+        evaluated = self.history.evaluated()
+        bytes_in, bytes_out = self.history.bytes_total()
         return {
             "job": self.job,
             "phase": self.phase,
@@ -74,21 +51,22 @@ class StatusBoard:
             **({"reason": self.reason} if self.reason else {}),
             "clients": self.clients(),
             "metrics": {"accuracy": evaluated.get("accuracy"), "loss": evaluated.get("loss"),
-                        "bytes_in": sum(h["bytes_in"] for h in self.history),
-                        "bytes_out": sum(h["bytes_out"] for h in self.history),
+                        "bytes_in": bytes_in, "bytes_out": bytes_out,
                         "round_bytes_in": last.get("bytes_in"), "round_bytes_out": last.get("bytes_out"),
                         "compression_ratio": last.get("compression_ratio")},
             "checkpoint": self.checkpoint,
             **({"privacy": self.privacy} if self.privacy is not None else {}),
-            "history": self.history,
         }
 
-    def document_json(self, history: str | None = None) -> str:
-        """`json.dumps(self.document())`, reusing the history's kept text (see HistoryJson), or `history`,
-        that text as the caller just had it."""
-        doc = self.document()
-        del doc["history"]  # the last key: its text goes where json.dumps would put it
-        return f'{json.dumps(doc)[:-1]}, "history": {history or self.history_json(self.history)}}}'
+    def document_parts(self, history: Sequence[bytes | memoryview] = ()) -> tuple[bytes | memoryview, ...]:
+        """`json.dumps(self.document())` (ASCII) in pieces, the history's kept text among them uncopied
+        (see History.parts); `history`: those parts as the caller just had them."""
+        head = f'{json.dumps(self._summary())[:-1]}, "history": '.encode()
+        return head, *(history or self.history.parts()), b"}"
+
+    def document_json(self) -> str:
+        """`json.dumps(self.document())`."""
+        return b"".join(self.document_parts()).decode()
 
 
 def termination_message(document: dict[str, Any], limit: int = 4096) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 AT_FDCWD, RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
@@ -39,12 +39,21 @@ def exchange(a: Path, b: Path) -> bool:
                                                RENAME_EXCHANGE) == 0
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Readers (the launcher, benchmarks, a user's tail) see the old text or the new, never part of one."""
+def write_atomic(path: Path, parts: Iterable[bytes | memoryview]) -> None:
+    """Readers (the launcher, benchmarks, a user's tail) see the old content or the new, never part of one.
+
+    The parts go out one after another, so a long history's kept text is written as it lies
+    rather than first copied into one string (see History.parts).
+    """
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)  # a crash's leftover: truncating it would write it out first
-    tmp.write_text(text)
+    with tmp.open("wb") as file:
+        file.writelines(parts)
     if exchange(tmp, path):
         tmp.unlink()
     else:
         os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, [text.encode()])

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from fedkube.aggregator.history import History
 from fedkube.checkpoint import FINAL, WEIGHTS, export_weights
 from fedkube.he.aggregate import CkksFedAvg
 from fedkube.he.codec import decrypt_mean, encrypt_weighted
@@ -47,20 +47,22 @@ class CkksClientCodec:
         return encrypt_weighted(self.context, self.params.slots, local, float(num_examples))
 
 
-def backfill_client_evaluation(history: list[dict[str, Any]],
-                               train_metrics: list[tuple[int, dict[str, float]]]) -> None:
+def backfill_client_evaluation(history: History, train_metrics: list[tuple[int, dict[str, float]]]) -> None:
     """Record the clients' evaluation of the model they received on the round that produced it.
 
     The aggregator of a CKKS job cannot evaluate a model it cannot read; each client decrypts
     the global model at the start of its round and scores it on the task's held-out set.
     """
-    produced = [h for h in history[:-1] if h["status"] == "completed"]
-    if not produced:
+    produced = next((i for i in range(len(history) - 2, -1, -1) if history[i]["status"] == "completed"), None)
+    if produced is None:
         return
+    scores = {}
     for key in ("accuracy", "loss"):
         values = [(n, m[f"global_{key}"]) for n, m in train_metrics if f"global_{key}" in m]
         if values:
-            produced[-1][key] = sum(n * v for n, v in values) / sum(n for n, _ in values)
+            scores[key] = sum(n * v for n, v in values) / sum(n for n, _ in values)
+    if scores:
+        history.amend(produced, **scores)
 
 
 def decrypted_final_model(store: Store, secret_path: Path) -> Weights:
