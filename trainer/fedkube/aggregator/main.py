@@ -43,6 +43,7 @@ from fedkube.aggregator.state import (
 )
 from fedkube.aggregator.status import StatusBoard, serve_http, status_routes, termination_message
 from fedkube.aggregator.status_files import write_atomic, write_text_atomic
+from fedkube.aggregator.throttle import Throttle
 from fedkube.checkpoint import export_final, latest_checkpoint, write_checkpoint
 from fedkube.he.wire import is_encrypted
 from fedkube.logs import set_context
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 
 # After the job ends, keep answering so every connected client hears that it is over.
 LINGER_SECONDS = 10.0
+# The status files are at most this old while rounds end faster (see aggregator/throttle.py).
+STATUS_FILE_SECONDS = 0.1
 # How long the last checkpoint and the final export keep retrying a failing store before the job fails.
 MUST_WRITE_SECONDS = 300.0
 T = TypeVar("T")
@@ -160,6 +163,7 @@ class Aggregator:
             self.strategy = aggregator_strategy(ckks_params(plan.secure_aggregation.ckks), self.weights)
         self.coordinator = Coordinator(plan)
         self.guard = PeerGuard(plan.job, tls=options.tls is not None)
+        self.status_files = Throttle(self.publish, STATUS_FILE_SECONDS)  # all but the rounds' writes: run()
         self.board = StatusBoard(plan.job, plan.rounds, clients=self._client_counts, privacy=self.privacy.status())
         self.store = open_store(plan.checkpoint.uri or f"file://{options.output_dir.resolve()}/checkpoints",
                                 plan.checkpoint.endpoint_url)
@@ -251,7 +255,7 @@ class Aggregator:
 
     def report(self, summary: Callable[[], None]) -> None:
         """A finished round's status files and log line."""
-        self.publish()
+        self.status_files()
         summary()
 
     def reserve_first_sum(self) -> None:
@@ -313,10 +317,10 @@ class Aggregator:
                 "completed" if completed else "abandoned", evaluation.get("accuracy"), len(outcome.reported),
                 len(outcome.dropped), len(outcome.rejected), extra={"round": number})
             if number % self.plan.checkpoint.every_rounds == 0 or number == self.plan.rounds:
-                self.publish()  # before the checkpoint's await: metrics.json agrees with /status and /metrics
+                self.status_files.run()  # before the checkpoint's await: metrics.json agrees with /status and /metrics
                 with stopwatch(entry, "checkpoint_seconds"):
                     await self.checkpoint(number, must=number == self.plan.rounds)
-                self.publish()
+                self.status_files.run()
                 summary()
             else:  # once the next round's clients are woken: files and log line are written while they train
                 self.coordinator.on_wake = functools.partial(self.report, summary)
@@ -349,7 +353,7 @@ class Aggregator:
         """Publish how the job ended, in the status files and the pod's termination message."""
         self.board.phase = "Succeeded" if end.succeeded else "Failed"
         self.board.message, self.board.reason = end.message, end.reason
-        self.publish()
+        self.status_files.run()
         if self.options.termination_log is not None:
             try:
                 self.options.termination_log.write_text(termination_message(self.board.document()))
@@ -385,7 +389,7 @@ class Aggregator:
         if self.options.ready_file:
             write_text_atomic(self.options.ready_file,
                               json.dumps({"port": port, "status_port": status_port, "metrics_port": metrics_port}))
-        self.publish()
+        self.status_files.run()
         try:
             end = await self.run_rounds()
         except Exception as exc:  # any crash still tells clients and the status reader why
