@@ -60,6 +60,8 @@ class RoundState:
     accepted_dense_bytes: int = 0   # the same updates at full precision, for the compression ratio
     closed: bool = False
     answered: asyncio.Event = field(default_factory=asyncio.Event)
+    shared_info: dict[bool, bytes] = field(default_factory=dict)  # the RoundInfo all clients get, serialised,
+    #                                                                with the weights inline (True) or not
 
     def pending(self) -> set[int]:
         return set(self.selected) - self.reported - set(self.rejected)

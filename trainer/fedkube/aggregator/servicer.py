@@ -15,7 +15,7 @@ from fedkube.aggregator.secagg import SecAggRounds
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import TensorSpec, chunk_views, inline_chunks, spec_from_header
-from fedkube.protocol.wire import data_message, data_payload, parse_envelope
+from fedkube.protocol.wire import data_message, data_payload, parse_envelope, round_message
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,18 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 
-    def _round(self, task: RoundState, partition: int, inline: bytes | None = None) -> pb.Envelope:
+    def _round(self, task: RoundState, partition: int, inline: bytes | None = None) -> bytes:
+        """The round's instructions for one client: the part all share is encoded once (wire.round_message)."""
         if inline is not None:
             task.bytes_out += len(inline)
+        shared = task.shared_info.get(inline is not None)
+        if shared is None:
+            shared = task.shared_info[inline is not None] = pb.RoundInfo(
+                round=task.number, rounds=self.coordinator.plan.rounds, tensors=[s.header() for s in task.specs],
+                inline=inline or b"").SerializeToString()
         config = task.config.get(partition)  # none, most often: the client reads "" as {}
-        return pb.Envelope(round=pb.RoundInfo(
-            round=task.number, rounds=self.coordinator.plan.rounds, ticket=task.tickets[partition],
-            config_json=json.dumps(config) if config else "", tensors=[s.header() for s in task.specs],
-            inline=inline or b""))
+        own = pb.RoundInfo(ticket=task.tickets[partition], config_json=json.dumps(config) if config else "")
+        return round_message(shared, own.SerializeToString())
 
     @staticmethod
     def _chunks(task: RoundState) -> Iterator[bytes]:
@@ -112,7 +116,8 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             task.bytes_out += len(chunk)
             yield data_message(chunk)
 
-    async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Envelope]:
+    async def GetTask(self, request: pb.TaskRequest,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Envelope | bytes]:
         await self._bind(context, request.partition)
         task = await self._task(context, request.partition, request.session)
         if isinstance(task, JobEnd):

@@ -1,4 +1,4 @@
-"""Data chunks as raw bytes on both sides of the wire, without protobuf copies.
+"""Data chunks (and a round's instructions) as raw bytes on both sides of the wire, without protobuf copies.
 
 A data envelope is a single length-delimited field: tag 0x1a, a varint length, the payload. So the
 aggregator can fold a received chunk straight from the buffer gRPC hands over (a zero-copy view),
@@ -21,6 +21,7 @@ from fedkube.protocol.tensors import chunk_views
 
 SERVICE = "fedkube.v1.Aggregator"
 DATA_TAG = b"\x1a"  # Envelope.data: field 3, wire type 2 (length-delimited)
+ROUND_TAG = b"\x0a"  # Envelope.round: field 1, wire type 2
 # Both ends: a message is a chunk of at most 1 MiB or a header, so 8 MiB leaves room without a 2 GB ceiling.
 GRPC_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
 
@@ -50,6 +51,13 @@ def encode_varint(value: int) -> bytes:
 def data_message(payload: bytes | memoryview) -> bytes:
     """A serialised data Envelope, built with one copy of the payload."""
     return b"".join((DATA_TAG, encode_varint(len(payload)), payload))
+
+
+def round_message(shared: bytes, own: bytes) -> bytes:
+    """A serialised round Envelope from two serialised RoundInfo parts. Protobuf reads concatenated messages
+    as one with the fields of both, so what every client of a round gets (its weights inline, the headers)
+    is encoded once a round, and only each client's ticket and settings once per client."""
+    return b"".join((ROUND_TAG, encode_varint(len(shared) + len(own)), shared, own))
 
 
 def data_messages(tensors: Iterable[Any]) -> Iterator[bytes]:
