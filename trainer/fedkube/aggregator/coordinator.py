@@ -150,11 +150,12 @@ class Coordinator:
         """Wait until this client has work in the current round, or the job is over."""
         if self.sessions.get(partition) != session:
             raise ValueError(f"partition {partition}: unknown or superseded session, join again")
-        self.live.add(partition)
         self.waiting[partition] += 1
         try:
-            async with self._changed:
-                self._changed.notify_all()  # a quorum waiter may be counting live clients
+            if partition not in self.live:
+                self.live.add(partition)
+                async with self._changed:
+                    self._changed.notify_all()  # a quorum waiter may be counting live clients
             while True:
                 if self.end is not None:
                     self.told.add(partition)

@@ -380,7 +380,7 @@ class Aggregator:
             port = server.add_secure_port(address, self.guard.server_credentials(self.options.tls))
         await server.start()
         watcher = asyncio.create_task(self.guard.watch())
-        routes = status_routes(self.board.document_json, exposition(self.board.document))
+        routes = status_routes(self.board.document_bytes, exposition(self.board.document))
         http = [await serve_http(routes, self.options.host, p)
                 for p in (self.options.status_port, self.options.metrics_port)]
         status_port, metrics_port = (h.sockets[0].getsockname()[1] for h in http)

@@ -64,9 +64,13 @@ class StatusBoard:
         head = f'{json.dumps(self._summary())[:-1]}, "history": '.encode()
         return head, *(history or self.history.parts()), b"}"
 
+    def document_bytes(self) -> bytes:
+        """`json.dumps(self.document())`, encoded: what GET /status sends, without decoding the history."""
+        return b"".join(self.document_parts())
+
     def document_json(self) -> str:
         """`json.dumps(self.document())`."""
-        return b"".join(self.document_parts()).decode()
+        return self.document_bytes().decode()
 
 
 def termination_message(document: dict[str, Any], limit: int = 4096) -> str:
@@ -85,9 +89,9 @@ def termination_message(document: dict[str, Any], limit: int = 4096) -> str:
 Route = Callable[[], tuple[bytes, str]]
 
 
-def status_routes(document_json: Callable[[], str], metrics: Route) -> dict[str, Route]:
+def status_routes(document: Callable[[], bytes], metrics: Route) -> dict[str, Route]:
     """GET /status (JSON), /metrics (Prometheus text) and /healthz."""
-    return {STATUS_PATH: lambda: (document_json().encode(), "application/json"),
+    return {STATUS_PATH: lambda: (document(), "application/json"),
             "/metrics": metrics,
             "/healthz": lambda: (b"ok\n", "text/plain")}
 
