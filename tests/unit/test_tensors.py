@@ -15,7 +15,6 @@ from fedkube.protocol.tensors import (
     spec_from_header,
     specs_of,
 )
-from fedkube.protocol.wire import round_message
 
 
 def test_round_trip_mixed_dtypes_and_empty_tensors():
@@ -83,17 +82,3 @@ def test_an_inline_payload_arrives_as_read_only_views_of_it_and_must_have_the_an
         with pytest.raises(ValueError, match=f"inline payload of {len(wrong)} bytes where the headers announce 28"):
             inline_tensors(specs, wrong)
 
-
-def test_a_round_message_from_a_shared_part_and_a_clients_own_reads_as_one_round_info():
-    arrays = {"w": np.arange(3, dtype=np.float32)}
-    shared = pb.RoundInfo(round=7, rounds=9, tensors=[s.header() for s in specs_of(arrays)],
-                          inline=inline_payload(arrays.values()))
-    own = pb.RoundInfo(ticket="t-3", config_json='{"lr": 0.1}')
-    envelope = pb.Envelope.FromString(round_message(shared.SerializeToString(), own.SerializeToString()))
-    expected = pb.RoundInfo()
-    expected.CopyFrom(shared)
-    expected.MergeFrom(own)
-    assert envelope.WhichOneof("body") == "round" and envelope.round == expected
-    assert envelope.round.ticket == "t-3" and envelope.round.round == 7
-    big = pb.RoundInfo(inline=b"x" * 300).SerializeToString()  # a length past one varint byte
-    assert pb.Envelope.FromString(round_message(big, own.SerializeToString())).round.inline == b"x" * 300

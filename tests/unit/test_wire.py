@@ -11,8 +11,16 @@ from fedkube.aggregator.identity import PeerGuard
 from fedkube.aggregator.servicer import AggregatorServicer
 from fedkube.plan import make_plan
 from fedkube.protocol import fedkube_pb2 as pb
-from fedkube.protocol.tensors import data_envelopes, specs_of
-from fedkube.protocol.wire import aggregator_handlers, data_chunks, data_message, data_messages, data_payload
+from fedkube.protocol.tensors import data_envelopes, inline_payload, specs_of
+from fedkube.protocol.wire import (
+    aggregator_handlers,
+    data_chunks,
+    data_message,
+    data_messages,
+    data_payload,
+    round_message,
+    update_message,
+)
 from fedkube.spec import parse_manifest
 from fedkube.strategies import build_strategy
 
@@ -24,6 +32,27 @@ def test_data_messages_are_byte_identical_to_protobuf(size):
     assert raw == pb.Envelope(data=payload).SerializeToString()
     view = data_payload(raw)
     assert isinstance(view, memoryview) and view.obj is raw and view == payload
+
+
+def test_a_round_message_from_a_shared_part_and_a_clients_own_reads_as_one_round_info():
+    arrays = {"w": np.arange(3, dtype=np.float32)}
+    shared = pb.RoundInfo(round=7, rounds=9, tensors=[s.header() for s in specs_of(arrays)],
+                          inline=inline_payload(arrays.values()))
+    own = pb.RoundInfo(ticket="t-3", config_json='{"lr": 0.1}')
+    envelope = pb.Envelope.FromString(round_message(shared.SerializeToString(), own.SerializeToString()))
+    expected = pb.RoundInfo()
+    expected.CopyFrom(shared)
+    expected.MergeFrom(own)
+    assert envelope.WhichOneof("body") == "round" and envelope.round == expected
+    assert envelope.round.ticket == "t-3" and envelope.round.round == 7
+    big = pb.RoundInfo(inline=b"x" * 300).SerializeToString()  # a length past one varint byte
+    assert pb.Envelope.FromString(round_message(big, own.SerializeToString())).round.inline == b"x" * 300
+
+
+@pytest.mark.parametrize("inline", [b"", b"\1" * 200])
+def test_update_messages_are_byte_identical_to_protobuf(inline):
+    info = pb.UpdateInfo(partition=3, round=2, ticket="t", num_examples=5, metrics={"loss": 0.5}, inline=inline)
+    assert update_message(info) == pb.Envelope(update=info).SerializeToString()
 
 
 def test_data_followed_by_unknown_fields_is_still_read():

@@ -33,7 +33,7 @@ from fedkube.privacy.build import client_privacy
 from fedkube.protocol import fedkube_pb2 as pb
 from fedkube.protocol import fedkube_pb2_grpc as pb_grpc
 from fedkube.protocol.tensors import inline_payload, specs_of
-from fedkube.protocol.wire import GRPC_OPTIONS, data_messages
+from fedkube.protocol.wire import GRPC_OPTIONS, data_messages, update_message
 from fedkube.secure.secagg import ProtocolError
 from fedkube.secure.tls import Identity
 from fedkube.strategies import proximal_mu
@@ -148,7 +148,7 @@ class Client:
             info = self.stream.next_task()
             if isinstance(info, pb.JobDone):
                 return info
-            config = json.loads(info.config_json or "{}")
+            config = json.loads(info.config_json) if info.config_json else {}
             self._join_secure_aggregation(info, config)  # SecAgg+'s keys go out while the weights stream in
             return info, config, self.stream.weights(info)
         except (grpc.RpcError, SessionEnded):
@@ -198,7 +198,7 @@ class Client:
         metrics = {**result.metrics, **privacy_metrics, **evaluation}
         log.info("round %d trained on %d examples: %s", info.round, result.num_examples, json.dumps(metrics))
         inline = inline_payload(wire.values())
-        header = pb.Envelope(update=pb.UpdateInfo(
+        header = update_message(pb.UpdateInfo(
             partition=self.plan.partition, round=info.round, ticket=info.ticket, num_examples=num_examples,
             metrics=metrics, tensors=[s.header() for s in specs_of(wire)], inline=inline or b""))
         return [header] if inline is not None else itertools.chain([header], data_messages(wire.values()))

@@ -22,6 +22,7 @@ from fedkube.protocol.tensors import chunk_views
 SERVICE = "fedkube.v1.Aggregator"
 DATA_TAG = b"\x1a"  # Envelope.data: field 3, wire type 2 (length-delimited)
 ROUND_TAG = b"\x0a"  # Envelope.round: field 1, wire type 2
+UPDATE_TAG = b"\x12"  # Envelope.update: field 2, wire type 2
 # Both ends: a message is a chunk of at most 1 MiB or a header, so 8 MiB leaves room without a 2 GB ceiling.
 GRPC_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
 
@@ -48,16 +49,26 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
+def _envelope(tag: bytes, *parts: bytes | memoryview) -> bytes:
+    """A serialised Envelope of one length-delimited field whose bytes are `parts` back to back, with one copy."""
+    return b"".join((tag, encode_varint(sum(len(p) for p in parts)), *parts))
+
+
 def data_message(payload: bytes | memoryview) -> bytes:
     """A serialised data Envelope, built with one copy of the payload."""
-    return b"".join((DATA_TAG, encode_varint(len(payload)), payload))
+    return _envelope(DATA_TAG, payload)
 
 
 def round_message(shared: bytes, own: bytes) -> bytes:
     """A serialised round Envelope from two serialised RoundInfo parts. Protobuf reads concatenated messages
     as one with the fields of both, so what every client of a round gets (its weights inline, the headers)
     is encoded once a round, and only each client's ticket and settings once per client."""
-    return b"".join((ROUND_TAG, encode_varint(len(shared) + len(own)), shared, own))
+    return _envelope(ROUND_TAG, shared, own)
+
+
+def update_message(info: pb.UpdateInfo) -> bytes:
+    """A serialised update Envelope, without copying `info` into an Envelope first."""
+    return _envelope(UPDATE_TAG, info.SerializeToString())
 
 
 def data_messages(tensors: Iterable[Any]) -> Iterator[bytes]:
