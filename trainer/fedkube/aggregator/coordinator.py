@@ -60,8 +60,8 @@ class RoundState:
     accepted_dense_bytes: int = 0   # the same updates at full precision, for the compression ratio
     closed: bool = False
     answered: asyncio.Event = field(default_factory=asyncio.Event)
-    shared_info: dict[bool, bytes] = field(default_factory=dict)  # the RoundInfo all clients get, serialised,
-    #                                                                with the weights inline (True) or not
+    # The RoundInfo every client of the round gets, serialised once: with the weights inline (True) or not.
+    shared_info: dict[bool, bytes] = field(default_factory=dict)
 
     def pending(self) -> set[int]:
         return set(self.selected) - self.reported - set(self.rejected)

@@ -107,8 +107,7 @@ def inline_tensors(specs: list[TensorSpec], inline: bytes) -> dict[str, np.ndarr
         raise ValueError(f"inline payload of {len(inline)} bytes where the headers announce {expected}")
     arrays, start = {}, 0
     for spec in specs:
-        count = spec.nbytes // np.dtype(spec.dtype).itemsize
-        arrays[spec.name] = np.frombuffer(inline, spec.dtype, count, start).reshape(spec.shape)
+        arrays[spec.name] = np.frombuffer(inline, spec.dtype, math.prod(spec.shape), start).reshape(spec.shape)
         start += spec.nbytes
     return arrays
 

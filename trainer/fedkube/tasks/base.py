@@ -38,12 +38,12 @@ TEST_SPLIT_SEED = 0
 EVAL_BATCH_SIZE = 512
 
 
-
 def round_seed(seed: int, round_number: int, partition: int) -> int:
     """The seed of one client's training in one round, reproducible: a hash of the three (numpy's
     SeedSequence cost a small round more than the rest of the client's own work on it)."""
     digest = hashlib.blake2b(f"{seed}:{round_number}:{partition}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little")
+
 
 class TaskError(ValueError):
     """A task that cannot be loaded or configured; the message names the entrypoint or key."""
